@@ -1,0 +1,173 @@
+//! Typed, strict configuration: parse, apply defaults, validate.
+//!
+//! The file is read into [`file::File`] (every leaf with its location), then
+//! resolved into [`Config`], which the rest of ha-vip uses. Every error names
+//! the file, line and column and says what is expected.
+
+pub mod defaults;
+mod error;
+mod file;
+mod resolve;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+
+/// The resolved configuration of one ha-vip instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Identity written into the Lease as holder.
+    pub node_name: String,
+    /// Interface that carries the VIPs.
+    pub interface: String,
+    /// The VIPs, at least one, no duplicates.
+    pub vips: Vec<Vip>,
+    /// Probe of the local API server.
+    pub health: Health,
+    /// The Lease that elects the holder.
+    pub lease: Lease,
+    /// How to reach the Kubernetes API.
+    pub k8s: K8s,
+    /// Gratuitous ARP / unsolicited NA settings.
+    pub announce: Announce,
+    /// Prometheus endpoint; `None` when disabled.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log level filter (`error` .. `trace`).
+    pub log_level: String,
+    /// Directory of the status file.
+    pub run_dir: PathBuf,
+}
+
+/// One virtual IP with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Vip {
+    /// The address.
+    pub addr: IpAddr,
+    /// Prefix length: /32 and /128 unless the file says otherwise.
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Local API server probe settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// HTTPS readiness URL.
+    pub endpoint: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time one probe may take (always shorter than `interval`).
+    pub timeout: Duration,
+    /// Anti-flapping buffer.
+    pub stability_buffer: Duration,
+    /// CA bundle; `None` means the k8s CA (kubeconfig, `k8s.ca_cert`, in-cluster).
+    pub ca_cert: Option<PathBuf>,
+    /// Name the serving certificate is verified against.
+    pub tls_server_name: String,
+    /// Skip certificate verification.
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// Lease lock settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Object name.
+    pub name: String,
+    /// Object namespace.
+    pub namespace: String,
+    /// leaseDurationSeconds (whole seconds).
+    pub duration: Duration,
+    /// Holder's deadline without a successful renewal.
+    pub renew_deadline: Duration,
+    /// Renew / retry period.
+    pub retry_period: Duration,
+}
+
+/// Kubernetes API access settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct K8s {
+    /// Use a Lease; `false` is single-node mode.
+    pub enabled: bool,
+    /// The API server ha-vip talks to.
+    pub api_server: String,
+    /// Where the credential comes from.
+    pub credential: Credential,
+    /// CA bundle for the API server (for token credentials).
+    pub ca_cert: Option<PathBuf>,
+    /// Name the serving certificate is verified against.
+    pub tls_server_name: String,
+    /// Skip certificate verification.
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// The single source of the Kubernetes credential.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// No credential (only useful when `k8s.enabled` is false).
+    None,
+    /// An inline bearer token.
+    Token(String),
+    /// A bearer token read from this file before each request.
+    TokenFile(PathBuf),
+    /// A kubeconfig file (its `server` is replaced by `k8s.api_server`).
+    Kubeconfig(PathBuf),
+    /// The pod's service account.
+    InCluster,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            // Never print a secret, not even in debug output.
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::TokenFile(p) => f.debug_tuple("TokenFile").field(p).finish(),
+            Self::Kubeconfig(p) => f.debug_tuple("Kubeconfig").field(p).finish(),
+            Self::InCluster => f.write_str("InCluster"),
+        }
+    }
+}
+
+/// Announcement settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    /// Packets per burst.
+    pub count: u32,
+    /// Spacing within a burst.
+    pub spacing: Duration,
+    /// Delay of the second burst.
+    pub second_burst_delay: Duration,
+    /// Refresh period while holding; `None` when disabled.
+    pub refresh_interval: Option<Duration>,
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        resolve::resolve(text, path)
+    }
+
+    /// Path of the status file `ha-vip status` reads.
+    pub fn status_file(&self) -> PathBuf {
+        self.run_dir.join("status.json")
+    }
+}
+
+#[cfg(test)]
+mod tests;

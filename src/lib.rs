@@ -1,0 +1,7 @@
+//! ha-vip keeps a Kubernetes control plane reachable at one virtual IP.
+//!
+//! The node whose local API server is healthy and that holds a
+//! `coordination.k8s.io/v1` Lease owns the VIP; the kernel itself removes the
+//! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
+
+pub mod config;
