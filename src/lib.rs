@@ -5,3 +5,4 @@
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
 pub mod config;
+pub mod machine;

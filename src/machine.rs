@@ -1,0 +1,311 @@
+//! The failover decisions, and nothing else.
+//!
+//! [`Machine::step`] takes one [`Event`] with the time it happened and returns
+//! the [`Action`]s the daemon must carry out, in order. It performs no I/O and
+//! reads no clock, so the safety argument can be checked here alone:
+//!
+//! * Only a node whose health is stable-healthy campaigns for the lease.
+//! * The VIPs are present only while we hold the lease, and never past the
+//!   *fence deadline*: the moment the last successful renew was **sent** plus
+//!   `renew_deadline`. Every VIP lifetime handed to the kernel is the whole
+//!   seconds left until that deadline, rounded down, so even a frozen or
+//!   killed daemon loses its VIPs by the deadline plus the kernel's deletion
+//!   latency. A standby takes the lease only `lease_duration` after it saw the
+//!   last renew, which it cannot see before it was sent; with
+//!   `lease_duration > renew_deadline + fence latency` the two never overlap.
+//! * Whenever the VIPs must go, removing them is the first action returned.
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What this node is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Not holding the lease (campaigning if healthy).
+    Follower,
+    /// Holding the lease and, while the fence allows, the VIPs.
+    Leader,
+    /// Shutting down: VIPs removed, lease being released.
+    Stopping,
+}
+
+impl Role {
+    /// Lower-case name for logs, status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Follower => "follower",
+            Self::Leader => "leader",
+            Self::Stopping => "stopping",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened; a small closed set so metrics labels stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The lease was acquired.
+    Acquired,
+    /// No renew succeeded within `renew_deadline`.
+    RenewDeadline,
+    /// The lease store says someone else holds the lease.
+    LeaseLost,
+    /// The local API server became unhealthy.
+    Unhealthy,
+    /// SIGTERM / SIGINT.
+    Shutdown,
+}
+
+impl Reason {
+    /// Stable label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Acquired => "acquired",
+            Self::RenewDeadline => "renew_deadline",
+            Self::LeaseLost => "lease_lost",
+            Self::Unhealthy => "unhealthy",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened, as the daemon saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The stability-filtered health of the local API server changed.
+    Health {
+        /// Healthy or not.
+        healthy: bool,
+    },
+    /// We now hold the lease; the write that took it was sent at `sent_at`.
+    Acquired {
+        /// When the successful create/update was sent.
+        sent_at: Instant,
+    },
+    /// A renew sent at `sent_at` succeeded.
+    Renewed {
+        /// When the successful update was sent.
+        sent_at: Instant,
+    },
+    /// The lease store reports we no longer hold the lease.
+    Lost,
+    /// The fence deadline timer ([`Machine::next_deadline`]) fired.
+    Deadline,
+    /// A VIP of ours disappeared from the interface (removed by someone else,
+    /// or expired in the kernel).
+    VipGone,
+    /// The interface came (back) up: neighbours may have forgotten us.
+    LinkUp,
+    /// SIGTERM or SIGINT: hand over and stop.
+    Shutdown,
+}
+
+/// Something the daemon must do, in the order returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Remove every VIP from the interface and stop announcing.
+    RemoveVips,
+    /// Add every VIP (or refresh it) with this kernel lifetime (whole seconds, at least 1).
+    SetVips {
+        /// `valid_lft` for every VIP.
+        lifetime: Duration,
+    },
+    /// Start the announcement schedule (burst now, second burst, refresh).
+    Announce,
+    /// Tell the lease elector whether to compete for / keep the lease.
+    /// `false` releases a held lease.
+    Campaign(bool),
+    /// One INFO line and a metric: the role changed.
+    Transition {
+        /// Old role.
+        from: Role,
+        /// New role.
+        to: Role,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// The failover state of one node.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    renew_deadline: Duration,
+    role: Role,
+    healthy: bool,
+    /// While leader: the instant after which our VIPs must be gone.
+    fence: Option<Instant>,
+    /// Whether we asked for the VIPs to be on the interface.
+    vips_set: bool,
+}
+
+impl Machine {
+    /// A follower that starts unhealthy: it campaigns only once the local API
+    /// server has proven healthy for the whole stability buffer.
+    pub fn new(renew_deadline: Duration) -> Self {
+        Self {
+            renew_deadline,
+            role: Role::Follower,
+            healthy: false,
+            fence: None,
+            vips_set: false,
+        }
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Current stable health.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Whether the VIPs should be on the interface now.
+    pub fn vips_set(&self) -> bool {
+        self.vips_set
+    }
+
+    /// When the daemon must deliver [`Event::Deadline`], if ever.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.fence
+    }
+
+    /// The kernel lifetime a VIP added at `now` may have: the whole seconds
+    /// left before the fence deadline, or `None` when less than one second is
+    /// left (then the VIP must not be (re)added at all).
+    pub fn lifetime(&self, now: Instant) -> Option<Duration> {
+        let left = self.fence?.checked_duration_since(now)?;
+        let secs = left.as_secs();
+        (secs >= 1).then(|| Duration::from_secs(secs))
+    }
+
+    /// Applies `event` that happened at `now`.
+    pub fn step(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        // A deadline that has passed takes effect before anything else.
+        if self.fence.is_some_and(|f| now >= f) && self.role == Role::Leader {
+            self.lose(Reason::RenewDeadline, &mut out);
+        }
+        match event {
+            Event::Health { healthy } => {
+                self.healthy = healthy;
+                if healthy {
+                    if self.role == Role::Follower {
+                        out.push(Action::Campaign(true));
+                    }
+                } else {
+                    if self.role == Role::Leader {
+                        self.lose(Reason::Unhealthy, &mut out);
+                    }
+                    if self.role != Role::Stopping {
+                        out.push(Action::Campaign(false));
+                    }
+                }
+            }
+            Event::Acquired { sent_at } | Event::Renewed { sent_at } => {
+                self.held(sent_at, now, &mut out);
+            }
+            Event::Lost => {
+                if self.role == Role::Leader {
+                    self.lose(Reason::LeaseLost, &mut out);
+                }
+            }
+            // Handled above: a deadline only matters once it has passed.
+            Event::Deadline => {}
+            Event::VipGone => {
+                if self.role == Role::Leader && self.vips_set {
+                    self.vips_set = false;
+                    self.set_vips(now, &mut out);
+                }
+            }
+            Event::LinkUp => {
+                if self.role == Role::Leader && self.vips_set {
+                    out.push(Action::Announce);
+                }
+            }
+            Event::Shutdown => {
+                if self.role != Role::Stopping {
+                    if self.vips_set || self.role == Role::Leader {
+                        self.vips_set = false;
+                        out.push(Action::RemoveVips);
+                    }
+                    self.fence = None;
+                    self.transition(Role::Stopping, Reason::Shutdown, &mut out);
+                    out.push(Action::Campaign(false));
+                }
+            }
+        }
+        out
+    }
+
+    /// A lease write sent at `sent_at` succeeded: we hold the lease until
+    /// `sent_at + renew_deadline` at the latest.
+    fn held(&mut self, sent_at: Instant, now: Instant, out: &mut Vec<Action>) {
+        let fence = sent_at + self.renew_deadline;
+        match self.role {
+            // The elector is releasing; nothing to hold.
+            Role::Stopping => {}
+            // Raced with a health loss: give the lease back.
+            Role::Follower if !self.healthy => out.push(Action::Campaign(false)),
+            Role::Leader => {
+                self.fence = Some(self.fence.map_or(fence, |f| f.max(fence)));
+                self.set_vips(now, out);
+            }
+            // Also covers a renew answered after our own deadline demoted us:
+            // the write still entitles us up to its fence, if that is ahead.
+            Role::Follower if fence > now => {
+                self.fence = Some(fence);
+                self.transition(Role::Leader, Reason::Acquired, out);
+                self.set_vips(now, out);
+            }
+            // Too late to use; the next renew decides.
+            Role::Follower => {}
+        }
+    }
+
+    /// Leaves leadership: the VIPs go first.
+    fn lose(&mut self, reason: Reason, out: &mut Vec<Action>) {
+        self.vips_set = false;
+        self.fence = None;
+        out.push(Action::RemoveVips);
+        self.transition(Role::Follower, reason, out);
+    }
+
+    /// Adds or refreshes the VIPs with the lifetime the fence allows; announces
+    /// when they were not there before.
+    fn set_vips(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(lifetime) = self.lifetime(now) else {
+            // Under a second left: adding now could outlive the fence. The
+            // next renew (or the deadline) decides.
+            return;
+        };
+        out.push(Action::SetVips { lifetime });
+        if !self.vips_set {
+            self.vips_set = true;
+            out.push(Action::Announce);
+        }
+    }
+
+    fn transition(&mut self, to: Role, reason: Reason, out: &mut Vec<Action>) {
+        let from = self.role;
+        self.role = to;
+        out.push(Action::Transition { from, to, reason });
+    }
+}
+
+#[cfg(test)]
+mod tests;

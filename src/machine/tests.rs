@@ -1,0 +1,294 @@
+use super::*;
+
+const R: Duration = Duration::from_secs(2);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A healthy follower at `t0`.
+fn healthy(t0: Instant) -> Machine {
+    let mut m = Machine::new(R);
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0),
+        vec![Action::Campaign(true)]
+    );
+    m
+}
+
+/// A leader that acquired with a write sent at `t0`, answered 10 ms later.
+fn leader(t0: Instant) -> Machine {
+    let mut m = healthy(t0);
+    m.step(Event::Acquired { sent_at: t0 }, t0 + ms(10));
+    assert_eq!(m.role(), Role::Leader);
+    m
+}
+
+#[test]
+fn starts_unhealthy_and_does_not_campaign() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(R);
+    assert_eq!(m.role(), Role::Follower);
+    assert!(!m.healthy());
+    assert_eq!(
+        m.step(Event::Health { healthy: false }, t0),
+        vec![Action::Campaign(false)]
+    );
+    // A lease handed to an unhealthy node is given back at once.
+    assert_eq!(
+        m.step(Event::Acquired { sent_at: t0 }, t0),
+        vec![Action::Campaign(false)]
+    );
+    assert_eq!(m.role(), Role::Follower);
+}
+
+#[test]
+fn acquire_adds_vips_with_the_fence_lifetime_then_announces() {
+    let t0 = Instant::now();
+    let mut m = healthy(t0);
+    let actions = m.step(Event::Acquired { sent_at: t0 }, t0 + ms(10));
+    assert_eq!(
+        actions,
+        vec![
+            Action::Transition {
+                from: Role::Follower,
+                to: Role::Leader,
+                reason: Reason::Acquired
+            },
+            // 2 s deadline, 10 ms spent: floor(1.99 s) = 1 s.
+            Action::SetVips {
+                lifetime: Duration::from_secs(1)
+            },
+            Action::Announce,
+        ]
+    );
+    assert_eq!(m.next_deadline(), Some(t0 + R));
+}
+
+#[test]
+fn renew_refreshes_without_announcing_and_moves_the_deadline() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(500),
+        },
+        t0 + ms(520),
+    );
+    assert_eq!(
+        actions,
+        vec![Action::SetVips {
+            lifetime: Duration::from_secs(1)
+        }]
+    );
+    assert_eq!(m.next_deadline(), Some(t0 + ms(2500)));
+    // An older renew answered late never moves the deadline back.
+    m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(100),
+        },
+        t0 + ms(600),
+    );
+    assert_eq!(m.next_deadline(), Some(t0 + ms(2500)));
+}
+
+#[test]
+fn lifetime_never_reaches_past_the_deadline() {
+    let t0 = Instant::now();
+    let mut m = healthy(t0);
+    // The acquiring write took 1.2 s to answer: only 0.8 s left, which
+    // rounds down to zero seconds, so the VIP is not added yet.
+    let actions = m.step(Event::Acquired { sent_at: t0 }, t0 + ms(1200));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::SetVips { .. })),
+        "{actions:?}"
+    );
+    assert!(!m.vips_set());
+    // The next quick renew adds it and announces.
+    let actions = m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(1300),
+        },
+        t0 + ms(1310),
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::SetVips {
+                lifetime: Duration::from_secs(1)
+            },
+            Action::Announce
+        ]
+    );
+    for now_ms in [1310, 1500, 2000, 3000, 3299] {
+        let now = t0 + ms(now_ms);
+        if let Some(l) = m.lifetime(now) {
+            assert!(
+                now + l <= m.next_deadline().unwrap_or(now),
+                "lifetime {l:?} at {now_ms} ms"
+            );
+        }
+    }
+}
+
+#[test]
+fn deadline_removes_vips_first() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    assert_eq!(m.step(Event::Deadline, t0 + ms(1999)), vec![]);
+    let actions = m.step(Event::Deadline, t0 + R);
+    assert_eq!(
+        actions,
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::RenewDeadline
+            },
+        ]
+    );
+    assert_eq!(m.next_deadline(), None);
+    // Any later event sees a follower.
+    assert_eq!(m.step(Event::LinkUp, t0 + ms(2100)), vec![]);
+}
+
+#[test]
+fn a_passed_deadline_is_applied_before_the_event_that_reveals_it() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    // The loop was stuck (frozen) and the first thing it sees is a link event.
+    let actions = m.step(Event::LinkUp, t0 + ms(5000));
+    assert_eq!(actions.first(), Some(&Action::RemoveVips));
+    assert_eq!(m.role(), Role::Follower);
+}
+
+#[test]
+fn losing_health_removes_vips_then_releases() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(Event::Health { healthy: false }, t0 + ms(100));
+    assert_eq!(
+        actions,
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::Unhealthy
+            },
+            Action::Campaign(false),
+        ]
+    );
+}
+
+#[test]
+fn lost_lease_removes_vips_first() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(Event::Lost, t0 + ms(100));
+    assert_eq!(actions[0], Action::RemoveVips);
+    assert_eq!(m.role(), Role::Follower);
+    // Still healthy: the elector keeps campaigning on its own.
+    assert!(!actions.contains(&Action::Campaign(false)));
+}
+
+#[test]
+fn shutdown_hands_over() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(Event::Shutdown, t0 + ms(100));
+    assert_eq!(
+        actions,
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Stopping,
+                reason: Reason::Shutdown
+            },
+            Action::Campaign(false),
+        ]
+    );
+    // Nothing brings the VIPs back while stopping.
+    assert_eq!(
+        m.step(
+            Event::Renewed {
+                sent_at: t0 + ms(150)
+            },
+            t0 + ms(160)
+        ),
+        vec![]
+    );
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(170)),
+        vec![]
+    );
+    assert_eq!(m.step(Event::Shutdown, t0 + ms(180)), vec![]);
+}
+
+#[test]
+fn vip_gone_is_repaired_only_by_the_leader() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(Event::VipGone, t0 + ms(300));
+    assert_eq!(
+        actions,
+        vec![
+            Action::SetVips {
+                lifetime: Duration::from_secs(1)
+            },
+            Action::Announce
+        ]
+    );
+    // With under a second left it is not re-added (it would outlive the fence).
+    assert_eq!(m.step(Event::VipGone, t0 + ms(1500)), vec![]);
+
+    let mut f = healthy(t0);
+    assert_eq!(f.step(Event::VipGone, t0), vec![]);
+    assert_eq!(f.step(Event::LinkUp, t0), vec![]);
+}
+
+#[test]
+fn link_up_reannounces() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    assert_eq!(m.step(Event::LinkUp, t0 + ms(100)), vec![Action::Announce]);
+}
+
+#[test]
+fn late_renew_after_own_deadline_takes_back_only_a_live_lease() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    m.step(Event::Deadline, t0 + R);
+    assert_eq!(m.role(), Role::Follower);
+    // A renew sent at 1.9 s answered at 2.1 s: good until 3.9 s.
+    let actions = m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(1900),
+        },
+        t0 + ms(2100),
+    );
+    assert_eq!(
+        actions[0],
+        Action::Transition {
+            from: Role::Follower,
+            to: Role::Leader,
+            reason: Reason::Acquired
+        }
+    );
+    assert_eq!(m.next_deadline(), Some(t0 + ms(3900)));
+    // One whose fence already passed is ignored.
+    let mut m = leader(t0);
+    m.step(Event::Deadline, t0 + R);
+    assert_eq!(
+        m.step(
+            Event::Renewed {
+                sent_at: t0 + ms(100)
+            },
+            t0 + ms(2200)
+        ),
+        vec![]
+    );
+    assert_eq!(m.role(), Role::Follower);
+}
