@@ -309,3 +309,6 @@ impl Machine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod sim;
