@@ -103,7 +103,7 @@ async fn serve(
                 accepted = listener.accept() => {
                     let Ok((conn, _)) = accepted else { continue };
                     if faults.reset.load(Ordering::Relaxed) {
-                        let _ = conn.set_linger(Some(Duration::ZERO));
+                        let _ = conn.set_zero_linger();
                         drop(conn);
                         continue;
                     }
@@ -128,7 +128,7 @@ async fn pipe(
     mut cut: watch::Receiver<bool>,
 ) {
     let Ok(server) = TcpStream::connect(target).await else {
-        let _ = client.set_linger(Some(Duration::ZERO));
+        let _ = client.set_zero_linger();
         return;
     };
     let _ = client.set_nodelay(true);
