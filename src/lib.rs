@@ -5,3 +5,5 @@
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
 pub mod config;
+pub mod observe;
+pub mod systemd;
