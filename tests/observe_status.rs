@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -267,4 +267,36 @@ fn an_unwritable_directory_is_an_error_naming_it() {
         .unwrap_err();
     assert!(matches!(err, StatusError::CreateDir { .. }), "{err:?}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+/// Child half of [`modes_hold_under_a_strict_umask`]: writes into `STATUS_DIR`.
+#[test]
+#[ignore = "run as a child process by modes_hold_under_a_strict_umask"]
+fn child_write_status() {
+    let dir = PathBuf::from(std::env::var_os("STATUS_DIR").unwrap());
+    StatusWriter::new(dir.join("run/ha-vip/status.json"))
+        .write(&leader())
+        .unwrap();
+}
+
+#[test]
+fn modes_hold_under_a_strict_umask() {
+    // The unit sets UMask=0077; `ha-vip status` must still read the file as any user.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 077 && exec \"$0\" child_write_status --exact --ignored",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .env("STATUS_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{out:?}"
+    );
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("run/ha-vip")), 0o755);
+    assert_eq!(mode(&dir.path().join("run/ha-vip/status.json")), 0o644);
 }

@@ -270,14 +270,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(|source| StatusError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+    if !dir.is_dir() {
+        // Readers (`ha-vip status` as any user) need 0755 whatever the umask
+        // (the unit sets UMask=0077); an existing directory is left as it is.
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
+            .map_err(|source| StatusError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     let file_name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let write_err = |source| StatusError::Write {
