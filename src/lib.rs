@@ -6,3 +6,5 @@
 
 pub mod config;
 pub mod machine;
+pub mod observe;
+pub mod systemd;

@@ -1,0 +1,19 @@
+//! What ha-vip tells the operator: the status file `ha-vip status` reads and
+//! the Prometheus metrics.
+//!
+//! The daemon keeps one [`Status`] and one [`Metrics`], updates them as events
+//! arrive and calls [`StatusWriter::write`] after each change; it spawns
+//! [`MetricsServer::run`] once at start.
+
+mod http;
+mod metrics;
+mod reason;
+mod status;
+
+pub use http::{MetricsError, MetricsServer};
+pub use metrics::{AnnounceFamily, LeaseOp, Metrics};
+pub use reason::{Role, TransitionReason};
+pub use status::{
+    Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus, print_status,
+    render_status, write_status,
+};
