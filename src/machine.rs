@@ -59,6 +59,8 @@ pub enum Reason {
     LeaseLost,
     /// The local API server became unhealthy.
     Unhealthy,
+    /// The VIP could not be added here.
+    VipFailed,
     /// SIGTERM / SIGINT.
     Shutdown,
 }
@@ -71,6 +73,7 @@ impl Reason {
             Self::RenewDeadline => "renew_deadline",
             Self::LeaseLost => "lease_lost",
             Self::Unhealthy => "unhealthy",
+            Self::VipFailed => "vip_failed",
             Self::Shutdown => "shutdown",
         }
     }
@@ -104,11 +107,9 @@ pub enum Event {
     Lost,
     /// The fence deadline timer ([`Machine::next_deadline`]) fired.
     Deadline,
-    /// A VIP of ours disappeared from the interface (removed by someone else,
-    /// or expired in the kernel).
-    VipGone,
-    /// The interface came (back) up: neighbours may have forgotten us.
-    LinkUp,
+    /// Adding a VIP failed (no interface, no permission, ...): a node that
+    /// cannot serve the VIP must not keep the lease.
+    VipFailed,
     /// SIGTERM or SIGINT: hand over and stop.
     Shutdown,
 }
@@ -149,7 +150,12 @@ pub struct Machine {
     fence: Option<Instant>,
     /// Whether we asked for the VIPs to be on the interface.
     vips_set: bool,
+    /// After a VIP failure: campaign again (if healthy) at this instant.
+    retry_at: Option<Instant>,
 }
+
+/// How long a node whose VIP could not be added stays out of the election.
+pub const VIP_FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Machine {
     /// A follower that starts unhealthy: it campaigns only once the local API
@@ -161,6 +167,7 @@ impl Machine {
             healthy: false,
             fence: None,
             vips_set: false,
+            retry_at: None,
         }
     }
 
@@ -181,7 +188,10 @@ impl Machine {
 
     /// When the daemon must deliver [`Event::Deadline`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.fence
+        match (self.fence, self.retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The kernel lifetime a VIP added at `now` may have: the whole seconds
@@ -204,7 +214,7 @@ impl Machine {
             Event::Health { healthy } => {
                 self.healthy = healthy;
                 if healthy {
-                    if self.role == Role::Follower {
+                    if self.role == Role::Follower && self.retry_at.is_none() {
                         out.push(Action::Campaign(true));
                     }
                 } else {
@@ -224,17 +234,19 @@ impl Machine {
                     self.lose(Reason::LeaseLost, &mut out);
                 }
             }
-            // Handled above: a deadline only matters once it has passed.
-            Event::Deadline => {}
-            Event::VipGone => {
-                if self.role == Role::Leader && self.vips_set {
-                    self.vips_set = false;
-                    self.set_vips(now, &mut out);
+            Event::Deadline => {
+                if self.retry_at.is_some_and(|r| now >= r) {
+                    self.retry_at = None;
+                    if self.healthy && self.role == Role::Follower {
+                        out.push(Action::Campaign(true));
+                    }
                 }
             }
-            Event::LinkUp => {
-                if self.role == Role::Leader && self.vips_set {
-                    out.push(Action::Announce);
+            Event::VipFailed => {
+                if self.role == Role::Leader {
+                    self.lose(Reason::VipFailed, &mut out);
+                    out.push(Action::Campaign(false));
+                    self.retry_at = Some(now + VIP_FAILURE_BACKOFF);
                 }
             }
             Event::Shutdown => {
@@ -244,6 +256,7 @@ impl Machine {
                         out.push(Action::RemoveVips);
                     }
                     self.fence = None;
+                    self.retry_at = None;
                     self.transition(Role::Stopping, Reason::Shutdown, &mut out);
                     out.push(Action::Campaign(false));
                 }

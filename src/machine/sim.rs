@@ -41,6 +41,7 @@ enum Disturbance {
     HealthFlip,
     Kill,
     Shutdown,
+    VipFail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,11 @@ impl Sim {
                 n.healthy = healthy;
                 if n.frozen_until <= t {
                     self.machine_event(i, Event::Health { healthy });
+                }
+            }
+            Disturbance::VipFail => {
+                if n.frozen_until <= t {
+                    self.machine_event(i, Event::VipFailed);
                 }
             }
             Disturbance::Shutdown => {
@@ -463,6 +469,7 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
         Just(Disturbance::HealthFlip),
         Just(Disturbance::Kill),
         Just(Disturbance::Shutdown),
+        Just(Disturbance::VipFail),
     ]
 }
 

@@ -150,15 +150,15 @@ fn deadline_removes_vips_first() {
     );
     assert_eq!(m.next_deadline(), None);
     // Any later event sees a follower.
-    assert_eq!(m.step(Event::LinkUp, t0 + ms(2100)), vec![]);
+    assert_eq!(m.step(Event::Lost, t0 + ms(2100)), vec![]);
 }
 
 #[test]
 fn a_passed_deadline_is_applied_before_the_event_that_reveals_it() {
     let t0 = Instant::now();
     let mut m = leader(t0);
-    // The loop was stuck (frozen) and the first thing it sees is a link event.
-    let actions = m.step(Event::LinkUp, t0 + ms(5000));
+    // The loop was stuck (frozen) and the first thing it sees is a health report.
+    let actions = m.step(Event::Health { healthy: true }, t0 + ms(5000));
     assert_eq!(actions.first(), Some(&Action::RemoveVips));
     assert_eq!(m.role(), Role::Follower);
 }
@@ -228,32 +228,34 @@ fn shutdown_hands_over() {
 }
 
 #[test]
-fn vip_gone_is_repaired_only_by_the_leader() {
+fn vip_failure_hands_the_lease_over_and_retries_later() {
     let t0 = Instant::now();
     let mut m = leader(t0);
-    let actions = m.step(Event::VipGone, t0 + ms(300));
+    let actions = m.step(Event::VipFailed, t0 + ms(100));
     assert_eq!(
         actions,
         vec![
-            Action::SetVips {
-                lifetime: Duration::from_secs(1)
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::VipFailed
             },
-            Action::Announce
+            Action::Campaign(false),
         ]
     );
-    // With under a second left it is not re-added (it would outlive the fence).
-    assert_eq!(m.step(Event::VipGone, t0 + ms(1500)), vec![]);
-
-    let mut f = healthy(t0);
-    assert_eq!(f.step(Event::VipGone, t0), vec![]);
-    assert_eq!(f.step(Event::LinkUp, t0), vec![]);
-}
-
-#[test]
-fn link_up_reannounces() {
-    let t0 = Instant::now();
-    let mut m = leader(t0);
-    assert_eq!(m.step(Event::LinkUp, t0 + ms(100)), vec![Action::Announce]);
+    let retry = t0 + ms(100) + VIP_FAILURE_BACKOFF;
+    assert_eq!(m.next_deadline(), Some(retry));
+    // No campaign during the backoff, even on a fresh healthy report.
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(200)),
+        vec![]
+    );
+    assert_eq!(m.step(Event::Deadline, retry - ms(1)), vec![]);
+    assert_eq!(m.step(Event::Deadline, retry), vec![Action::Campaign(true)]);
+    assert_eq!(m.next_deadline(), None);
+    // A follower's VIP failure changes nothing.
+    assert_eq!(m.step(Event::VipFailed, retry + ms(1)), vec![]);
 }
 
 #[test]
