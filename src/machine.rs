@@ -152,6 +152,8 @@ pub struct Machine {
     vips_set: bool,
     /// After a VIP failure: campaign again (if healthy) at this instant.
     retry_at: Option<Instant>,
+    /// The last campaign wish sent to the elector.
+    campaigning: bool,
 }
 
 /// How long a node whose VIP could not be added stays out of the election.
@@ -168,6 +170,7 @@ impl Machine {
             fence: None,
             vips_set: false,
             retry_at: None,
+            campaigning: false,
         }
     }
 
@@ -215,14 +218,14 @@ impl Machine {
                 self.healthy = healthy;
                 if healthy {
                     if self.role == Role::Follower && self.retry_at.is_none() {
-                        out.push(Action::Campaign(true));
+                        self.campaign(true, &mut out);
                     }
                 } else {
                     if self.role == Role::Leader {
                         self.lose(Reason::Unhealthy, &mut out);
                     }
                     if self.role != Role::Stopping {
-                        out.push(Action::Campaign(false));
+                        self.campaign(false, &mut out);
                     }
                 }
             }
@@ -238,14 +241,14 @@ impl Machine {
                 if self.retry_at.is_some_and(|r| now >= r) {
                     self.retry_at = None;
                     if self.healthy && self.role == Role::Follower {
-                        out.push(Action::Campaign(true));
+                        self.campaign(true, &mut out);
                     }
                 }
             }
             Event::VipFailed => {
                 if self.role == Role::Leader {
                     self.lose(Reason::VipFailed, &mut out);
-                    out.push(Action::Campaign(false));
+                    self.campaign(false, &mut out);
                     self.retry_at = Some(now + VIP_FAILURE_BACKOFF);
                 }
             }
@@ -258,7 +261,7 @@ impl Machine {
                     self.fence = None;
                     self.retry_at = None;
                     self.transition(Role::Stopping, Reason::Shutdown, &mut out);
-                    out.push(Action::Campaign(false));
+                    self.campaign(false, &mut out);
                 }
             }
         }
@@ -272,8 +275,9 @@ impl Machine {
         match self.role {
             // The elector is releasing; nothing to hold.
             Role::Stopping => {}
-            // Raced with a health loss: give the lease back.
-            Role::Follower if !self.healthy => out.push(Action::Campaign(false)),
+            // Raced with a health loss or a VIP failure (a write that was in
+            // flight when we gave up): give the lease back.
+            Role::Follower if !self.campaigning => self.campaign(false, out),
             Role::Leader => {
                 self.fence = Some(self.fence.map_or(fence, |f| f.max(fence)));
                 self.set_vips(now, out);
@@ -311,6 +315,11 @@ impl Machine {
             self.vips_set = true;
             out.push(Action::Announce);
         }
+    }
+
+    fn campaign(&mut self, on: bool, out: &mut Vec<Action>) {
+        self.campaigning = on;
+        out.push(Action::Campaign(on));
     }
 
     fn transition(&mut self, to: Role, reason: Reason, out: &mut Vec<Action>) {
