@@ -72,6 +72,8 @@ fn explain(msg: &str, path: &[String]) -> String {
             .to_string();
     } else if msg.contains("mapping start") {
         "expected a section of indented key: value lines".to_string()
+    } else if msg.contains("string scalar") {
+        "expected a single value, not a list or a section".to_string()
     } else if msg.contains("sequence start") {
         "expected a list, e.g. [10.0.0.100]".to_string()
     } else if msg.contains("expected") {
