@@ -4,7 +4,9 @@
 //! `coordination.k8s.io/v1` Lease owns the VIP; the kernel itself removes the
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod machine;
 pub mod observe;
 pub mod systemd;

@@ -1,1 +1,56 @@
-fn main() {}
+//! The `ha-vip` binary: parse the arguments, set up logging, run the
+//! command, turn its outcome into an exit code (see `ha_vip::cli::exit`).
+
+use std::io;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ha_vip::cli::{self, Cli, CliError, Command};
+use ha_vip::config::Config;
+use ha_vip::logging;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn execute(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Run { config } => cli::run(load_for_daemon(&config)?),
+        Command::Release { config } => cli::release(load_for_daemon(&config)?),
+        Command::Status { json, config } => {
+            logging::init_stderr("warn");
+            cli::status(&cli::load(&config)?, json)
+        }
+        Command::CheckConfig { path } => {
+            logging::init_stderr("warn");
+            cli::check_config(&path, &mut io::stdout().lock(), &mut io::stderr().lock())
+        }
+        Command::Version => {
+            println!("{}", cli::version());
+            Ok(())
+        }
+    }
+}
+
+/// Loads the configuration, then starts logging at its level (to the
+/// journal under systemd).
+fn load_for_daemon(path: &Path) -> Result<Config, CliError> {
+    let config = cli::load(path)?;
+    let sink = logging::init(&config.log_level);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        node = %config.node_name,
+        logs = ?sink,
+        "configuration loaded"
+    );
+    Ok(config)
+}

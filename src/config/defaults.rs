@@ -26,6 +26,8 @@ pub const LEASE_RETRY_PERIOD: Duration = Duration::from_millis(500);
 pub const K8S_API_SERVER: &str = "https://127.0.0.1:6443";
 /// Name the API server's certificate is verified against (kubeadm's SAN).
 pub const K8S_TLS_SERVER_NAME: &str = "kubernetes";
+/// Shortest retry period accepted: each period costs one API request per node.
+pub const MIN_RETRY_PERIOD: Duration = Duration::from_millis(100);
 /// Gratuitous ARP / unsolicited NA packets per burst.
 pub const ANNOUNCE_COUNT: u32 = 3;
 /// Spacing of the packets within one burst.
@@ -49,3 +51,8 @@ pub const IPV6_PREFIX: u8 = 128;
 /// deleting it, plus scheduling and clock-rate slack. The lease duration must
 /// exceed the renew deadline by at least this much (ARCHITECTURE.md).
 pub const FENCE_MARGIN: Duration = Duration::from_millis(500);
+
+/// Service-account token of a pod (`k8s.in_cluster: true`).
+pub const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// Service-account CA bundle of a pod (`k8s.in_cluster: true`).
+pub const IN_CLUSTER_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";

@@ -135,6 +135,26 @@ impl fmt::Debug for Credential {
     }
 }
 
+impl Credential {
+    /// True when the credential brings the CA that verifies the API server.
+    pub fn carries_ca(&self) -> bool {
+        matches!(self, Self::Kubeconfig(_) | Self::InCluster)
+    }
+}
+
+/// Where the credential comes from, for humans: never the token itself.
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("none (k8s disabled)"),
+            Self::Token(_) => f.write_str("inline token (k8s.token)"),
+            Self::TokenFile(p) => write!(f, "token file {}", p.display()),
+            Self::Kubeconfig(p) => write!(f, "kubeconfig {}", p.display()),
+            Self::InCluster => f.write_str("in-cluster service account"),
+        }
+    }
+}
+
 /// Announcement settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announce {
@@ -161,6 +181,29 @@ impl Config {
     /// Parses and validates `text`; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         resolve::resolve(text, path)
+    }
+
+    /// Files the configuration names, with the key that names them; the
+    /// daemon reads them at run time, so they may legitimately not exist yet
+    /// when the configuration is checked.
+    pub fn referenced_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut files = Vec::new();
+        match &self.k8s.credential {
+            Credential::Kubeconfig(p) => files.push(("k8s.kubeconfig", p.clone())),
+            Credential::TokenFile(p) => files.push(("k8s.token_file", p.clone())),
+            Credential::InCluster => {
+                files.push(("k8s.in_cluster", PathBuf::from(defaults::IN_CLUSTER_TOKEN)));
+                files.push(("k8s.in_cluster", PathBuf::from(defaults::IN_CLUSTER_CA)));
+            }
+            Credential::None | Credential::Token(_) => {}
+        }
+        if let Some(p) = &self.k8s.ca_cert {
+            files.push(("k8s.ca_cert", p.clone()));
+        }
+        if let Some(p) = &self.health.ca_cert {
+            files.push(("health.ca_cert", p.clone()));
+        }
+        files
     }
 
     /// Path of the status file `ha-vip status` reads.

@@ -1,13 +1,96 @@
 use super::*;
 
+const MINIMAL: &str = "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/kubernetes/admin.conf\n";
+
 fn ok(yaml: &str) -> Config {
     Config::parse(yaml, Path::new("t.yaml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn err(yaml: &str) -> String {
+    match Config::parse(yaml, Path::new("t.yaml")) {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn minimal() {
-    let c = ok(
-        "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/kubernetes/admin.conf\n",
-    );
+    let c = ok(MINIMAL);
     assert_eq!(c.vips[0].to_string(), "10.0.0.100/32");
+}
+
+#[test]
+fn minimal_gets_every_default() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.lease.duration, defaults::LEASE_DURATION);
+    assert_eq!(c.lease.renew_deadline, defaults::LEASE_RENEW_DEADLINE);
+    assert_eq!(c.lease.retry_period, defaults::LEASE_RETRY_PERIOD);
+    assert_eq!(c.health.endpoint, defaults::HEALTH_ENDPOINT);
+    assert_eq!(c.health.timeout, defaults::HEALTH_TIMEOUT);
+    assert_eq!(c.k8s.api_server, defaults::K8S_API_SERVER);
+    assert_eq!(c.health.tls_server_name, defaults::K8S_TLS_SERVER_NAME);
+    assert_eq!(
+        c.metrics_listen.map(|a| a.to_string()).as_deref(),
+        Some(defaults::METRICS_LISTEN)
+    );
+    assert_eq!(
+        c.announce.refresh_interval,
+        Some(defaults::ANNOUNCE_REFRESH_INTERVAL)
+    );
+    assert_eq!(c.status_file(), Path::new("/run/ha-vip/status.json"));
+}
+
+#[test]
+fn an_empty_file_says_so() {
+    assert!(err("").starts_with("t.yaml:1:1: the file holds no settings"));
+}
+
+#[test]
+fn the_default_timeout_stays_below_a_short_interval() {
+    let c = ok(&format!("{MINIMAL}health:\n  interval: 600ms\n"));
+    assert_eq!(c.health.timeout, Duration::from_millis(300));
+}
+
+#[test]
+fn a_token_never_shows() {
+    let c = ok(
+        "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token: s3cret\n  ca_cert: /etc/kubernetes/pki/ca.crt\n",
+    );
+    assert_eq!(c.k8s.credential, Credential::Token("s3cret".into()));
+    for shown in [format!("{c:?}"), c.k8s.credential.to_string()] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}
+
+#[test]
+fn referenced_files_name_their_keys() {
+    let c = ok(&format!(
+        "{MINIMAL}health:\n  ca_cert: /etc/kubernetes/pki/ca.crt\n"
+    ));
+    let files: Vec<(&str, String)> = c
+        .referenced_files()
+        .into_iter()
+        .map(|(k, p)| (k, p.display().to_string()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("k8s.kubeconfig", "/etc/kubernetes/admin.conf".to_string()),
+            ("health.ca_cert", "/etc/kubernetes/pki/ca.crt".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn metrics_listen_is_checked_even_when_disabled() {
+    let e = err(&format!(
+        "{MINIMAL}metrics:\n  enabled: false\n  listen: nowhere\n"
+    ));
+    assert!(e.starts_with("t.yaml:8:11: metrics.listen"), "{e}");
+}
+
+#[test]
+fn an_ipv4_mapped_vip_is_refused() {
+    let e = err(&MINIMAL.replace("10.0.0.100", "\"::ffff:10.0.0.1\""));
+    assert!(e.contains("cannot be a VIP"), "{e}");
 }

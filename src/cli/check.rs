@@ -1,0 +1,151 @@
+//! `ha-vip check-config`: validate a file and say what it means.
+
+use std::io::Write;
+use std::path::Path;
+
+use humantime::format_duration as human;
+
+use super::CliError;
+use crate::config::Config;
+
+/// Validates the file at `path`. On success writes `OK: <path>` and a
+/// summary to `out`, and a warning to `warn` for each file the
+/// configuration names that does not exist (yet); the token itself is never
+/// written. On failure returns the located error (exit 78).
+pub fn check_config(
+    path: &Path,
+    out: &mut dyn Write,
+    warn: &mut dyn Write,
+) -> Result<(), CliError> {
+    let config = Config::load(path)?;
+    summarize(path, &config, out).map_err(CliError::Output)?;
+    warnings(&config, warn).map_err(CliError::Output)
+}
+
+fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()> {
+    let vips: Vec<String> = c.vips.iter().map(ToString::to_string).collect();
+    let l = &c.lease;
+    let h = &c.health;
+    writeln!(out, "OK: {}", path.display())?;
+    writeln!(out, "  node:        {}", c.node_name)?;
+    writeln!(out, "  interface:   {}", c.interface)?;
+    writeln!(out, "  vips:        {}", vips.join(", "))?;
+    if c.k8s.enabled {
+        writeln!(
+            out,
+            "  lease:       {}/{}: duration {}, renew deadline {}, retry period {}",
+            l.namespace,
+            l.name,
+            human(l.duration),
+            human(l.renew_deadline),
+            human(l.retry_period)
+        )?;
+        writeln!(out, "  credential:  {}", c.k8s.credential)?;
+        writeln!(
+            out,
+            "  api server:  {} (certificate name {})",
+            c.k8s.api_server, c.k8s.tls_server_name
+        )?;
+    } else {
+        writeln!(
+            out,
+            "  lease:       none (k8s.enabled: false, single node: no election)"
+        )?;
+    }
+    writeln!(
+        out,
+        "  health:      {} every {} (timeout {}, stability buffer {})",
+        h.endpoint,
+        human(h.interval),
+        human(h.timeout),
+        human(h.stability_buffer)
+    )?;
+    match c.metrics_listen {
+        Some(a) => writeln!(out, "  metrics:     http://{a}/metrics")?,
+        None => writeln!(out, "  metrics:     disabled")?,
+    }
+    writeln!(out, "  log level:   {}", c.log_level)?;
+    Ok(())
+}
+
+fn warnings(c: &Config, warn: &mut dyn Write) -> std::io::Result<()> {
+    for (key, file) in c.referenced_files() {
+        match file.try_exists() {
+            Ok(true) => {}
+            Ok(false) => writeln!(
+                warn,
+                "warning: {key}: {} does not exist; ha-vip run needs it",
+                file.display()
+            )?,
+            Err(e) => writeln!(warn, "warning: {key}: cannot check {}: {e}", file.display())?,
+        }
+    }
+    if c.k8s.enabled && c.k8s.insecure_skip_tls_verify {
+        writeln!(
+            warn,
+            "warning: k8s.insecure_skip_tls_verify: the API server's certificate is not verified"
+        )?;
+    }
+    if c.health.insecure_skip_tls_verify {
+        writeln!(
+            warn,
+            "warning: health.insecure_skip_tls_verify: the probed server's certificate is not verified"
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(yaml: &str) -> (Result<(), CliError>, String, String) {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(yaml.as_bytes()).expect("write");
+        let (mut out, mut warn) = (Vec::new(), Vec::new());
+        let r = check_config(file.path(), &mut out, &mut warn);
+        let s = |v: Vec<u8>| String::from_utf8(v).expect("utf-8");
+        (r, s(out), s(warn))
+    }
+
+    #[test]
+    fn summary_names_the_essentials_but_not_the_token() {
+        let (r, out, warn) = check(
+            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100, fd00::100]\nk8s:\n  token: s3cret\n  ca_cert: /nonexistent/ca.crt\n",
+        );
+        assert!(r.is_ok(), "{r:?}");
+        assert!(out.starts_with("OK: "), "{out}");
+        for want in [
+            "node:        cp1",
+            "interface:   eth0",
+            "10.0.0.100/32, fd00::100/128",
+            "kube-system/ha-vip: duration 4s, renew deadline 2s, retry period 500ms",
+            "inline token",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in:\n{out}");
+        }
+        assert!(!out.contains("s3cret") && !warn.contains("s3cret"));
+        assert_eq!(
+            warn,
+            "warning: k8s.ca_cert: /nonexistent/ca.crt does not exist; ha-vip run needs it\n"
+        );
+    }
+
+    #[test]
+    fn existing_files_raise_no_warning() {
+        let ca = tempfile::NamedTempFile::new().expect("temp file");
+        let (r, _, warn) = check(&format!(
+            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token_file: {0}\n  ca_cert: {0}\n",
+            ca.path().display()
+        ));
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(warn, "");
+    }
+
+    #[test]
+    fn a_bad_file_writes_nothing() {
+        let (r, out, warn) = check("interface: eth0\n");
+        assert_eq!(r.expect_err("bad").exit_code(), 78);
+        assert_eq!((out.as_str(), warn.as_str()), ("", ""));
+    }
+}

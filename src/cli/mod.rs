@@ -1,0 +1,156 @@
+//! The command line: arguments, the commands behind them, and exit codes.
+//!
+//! `src/main.rs` parses [`Cli`], sets up logging and turns a [`CliError`]
+//! into its [`CliError::exit_code`]; every command body lives here.
+
+mod check;
+mod release;
+mod run;
+mod status;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, defaults};
+
+pub use check::check_config;
+pub use release::release;
+pub use run::run;
+pub use status::status;
+
+/// Process exit codes, from sysexits(3) where one fits.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A runtime failure (network, API server, kernel).
+    pub const RUNTIME: u8 = 1;
+    /// Bad arguments (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// EX_UNAVAILABLE: the command is not available in this build.
+    pub const UNAVAILABLE: u8 = 69;
+    /// EX_CONFIG: the configuration is missing, unreadable or invalid.
+    pub const CONFIG: u8 = 78;
+}
+
+/// `ha-vip`: keeps a Kubernetes control plane reachable at one virtual IP.
+#[derive(Debug, Parser)]
+#[command(name = "ha-vip", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: probe the local API server, hold the Lease, carry the VIPs.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and summarize it; exit 78 if it is bad.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        path: PathBuf,
+    },
+    /// Show what the running daemon on this node is doing.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (it names the status file).
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Remove this node's VIPs and give up the Lease (systemd's ExecStopPost).
+    Release {
+        /// Configuration file.
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+/// Why a command failed; each maps to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration is missing, unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The command needs machinery this build does not have.
+    #[error("ha-vip {command}: not available yet in this build")]
+    Unavailable {
+        /// The subcommand, e.g. `run`.
+        command: &'static str,
+    },
+    /// Writing the command's output failed (e.g. a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => exit::CONFIG,
+            Self::Unavailable { .. } => exit::UNAVAILABLE,
+            Self::Output(_) => exit::RUNTIME,
+        }
+    }
+}
+
+/// Loads and validates the configuration at `path`.
+pub fn load(path: &Path) -> Result<Config, CliError> {
+    Ok(Config::load(path)?)
+}
+
+/// What `ha-vip version` and `ha-vip --version` print.
+pub fn version() -> String {
+    format!("ha-vip {}", env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn paths_default_to_etc() {
+        let cli = Cli::try_parse_from(["ha-vip", "check-config"]).expect("parses");
+        let Command::CheckConfig { path } = cli.command else {
+            panic!("wrong command: {cli:?}");
+        };
+        assert_eq!(path, Path::new("/etc/ha-vip/config.yaml"));
+        let cli = Cli::try_parse_from(["ha-vip", "status", "--json"]).expect("parses");
+        assert!(
+            matches!(cli.command, Command::Status { json: true, config } if config == Path::new("/etc/ha-vip/config.yaml"))
+        );
+    }
+
+    #[test]
+    fn every_error_has_its_code() {
+        let unavailable = CliError::Unavailable { command: "run" };
+        assert_eq!(unavailable.exit_code(), 69);
+        assert_eq!(
+            unavailable.to_string(),
+            "ha-vip run: not available yet in this build"
+        );
+        let missing = load(Path::new("/nonexistent/ha-vip.yaml")).expect_err("no such file");
+        assert_eq!(missing.exit_code(), 78);
+        assert!(
+            missing
+                .to_string()
+                .starts_with("/nonexistent/ha-vip.yaml: ")
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! From the file as written to a validated [`Config`], defaults applied.
+//!
+//! One file per concern: `syntax` (YAML and type errors), `vips` (interface
+//! and addresses), `timing` (lease and announce periods and how they relate),
+//! `tls` (credential, CA and server names for the API and the probe),
+//! `values` (the scalar parsers every section shares).
+
+mod syntax;
+mod timing;
+mod tls;
+mod values;
+mod vips;
+
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::{Location, Spanned};
+
+use super::defaults as d;
+use super::file::{File, Leaf};
+use super::{Config, ConfigError};
+
+/// Parses `text` (read from `path`) and resolves it.
+pub(super) fn resolve(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let r = Resolver { path };
+    if is_blank(text) {
+        return Err(r.err(
+            TOP,
+            "the file holds no settings; expected at least interface, vips and a k8s credential, as in config/config.yaml",
+        ));
+    }
+    let file: File = serde_saphyr::from_str(text).map_err(|e| r.syntax(text, &e))?;
+    r.config(&file)
+}
+
+/// True for a file holding nothing but blank lines and comments.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    })
+}
+
+/// A place in the file: where a value was written, or the top of the file
+/// when the value was left to its default.
+#[derive(Clone, Copy)]
+struct Pos {
+    line: u64,
+    column: u64,
+}
+
+const TOP: Pos = Pos { line: 1, column: 1 };
+
+fn pos_of(loc: &Location) -> Pos {
+    let (line, column) = (loc.line(), loc.column());
+    if line == 0 {
+        TOP
+    } else {
+        Pos {
+            line,
+            column: column.max(1),
+        }
+    }
+}
+
+/// Where a leaf was written; the top of the file when it was not.
+fn pos<T>(leaf: &Leaf<T>) -> Pos {
+    leaf.as_ref().map_or(TOP, at)
+}
+
+/// Where a spanned value was written.
+fn at<T>(s: &Spanned<T>) -> Pos {
+    pos_of(&s.referenced)
+}
+
+/// Builds located errors for one file.
+struct Resolver<'a> {
+    path: &'a Path,
+}
+
+impl Resolver<'_> {
+    fn err(&self, at: Pos, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: at.line,
+            column: at.column,
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, f: &File) -> Result<Config, ConfigError> {
+        let node_name = self.node_name(&f.node_name)?;
+        let interface = self.interface(&f.interface)?;
+        let vips = self.vips(f)?;
+        let lease = self.lease(&f.lease)?;
+        let k8s = self.k8s(&f.k8s)?;
+        let health = self.health(&f.health, &k8s)?;
+        let announce = self.announce(&f.announce)?;
+        let metrics_listen = self.metrics(&f.metrics)?;
+        let log_level = self.log_level(&f.log.level)?;
+        let run_dir = match &f.run_dir {
+            None => PathBuf::from(d::RUN_DIR),
+            Some(s) => self.abs_path(s, "run_dir", "/run/ha-vip")?,
+        };
+        Ok(Config {
+            node_name,
+            interface,
+            vips,
+            health,
+            lease,
+            k8s,
+            announce,
+            metrics_listen,
+            log_level,
+            run_dir,
+        })
+    }
+
+    fn node_name(&self, leaf: &Leaf<String>) -> Result<String, ConfigError> {
+        let Some(s) = leaf else {
+            return hostname().map_err(|e| {
+                self.err(
+                    TOP,
+                    format!("node_name is not set and the host name cannot be read ({e}); expected node_name: <this node's name>"),
+                )
+            });
+        };
+        let v = s.value.trim();
+        if v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.err(
+                at(s),
+                format!("node_name: {:?} is not a usable holder identity; expected a node name such as cp1 (1-253 characters, no spaces)", s.value),
+            ));
+        }
+        Ok(v.to_string())
+    }
+
+    fn log_level(&self, leaf: &Leaf<String>) -> Result<String, ConfigError> {
+        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+        let Some(s) = leaf else {
+            return Ok(d::LOG_LEVEL.to_string());
+        };
+        let v = s.value.trim().to_ascii_lowercase();
+        if !LEVELS.contains(&v.as_str()) {
+            return Err(self.err(
+                at(s),
+                format!(
+                    "log.level: unknown level {:?}; expected one of {}",
+                    s.value,
+                    LEVELS.join(", ")
+                ),
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn hostname() -> Result<String, String> {
+    let h = nix::unistd::gethostname().map_err(|e| e.to_string())?;
+    h.into_string().map_err(|_| "not UTF-8".to_string())
+}

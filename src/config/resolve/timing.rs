@@ -1,0 +1,124 @@
+//! Lease and announcement periods, and the relations between them that the
+//! safety argument (ARCHITECTURE.md) depends on.
+
+use std::time::Duration;
+
+use super::values::fmt_d;
+use super::{Resolver, at, d, pos};
+use crate::config::file;
+use crate::config::{Announce, ConfigError, Lease};
+
+impl Resolver<'_> {
+    pub(super) fn lease(&self, l: &file::Lease) -> Result<Lease, ConfigError> {
+        let name = self.k8s_name(&l.name, "lease.name", d::LEASE_NAME)?;
+        let namespace = self.k8s_name(&l.namespace, "lease.namespace", d::LEASE_NAMESPACE)?;
+        let duration = self.duration(&l.duration, "lease.duration", d::LEASE_DURATION)?;
+        let renew_deadline = self.duration(
+            &l.renew_deadline,
+            "lease.renew_deadline",
+            d::LEASE_RENEW_DEADLINE,
+        )?;
+        let retry_period =
+            self.duration(&l.retry_period, "lease.retry_period", d::LEASE_RETRY_PERIOD)?;
+        if duration.subsec_nanos() != 0 {
+            return Err(self.err(
+                pos(&l.duration),
+                format!("lease.duration: {} is not a whole number of seconds; expected e.g. 4s (the Lease stores leaseDurationSeconds)", fmt_d(duration)),
+            ));
+        }
+        if renew_deadline < Duration::from_secs(1) {
+            return Err(self.err(
+                pos(&l.renew_deadline),
+                format!("lease.renew_deadline: {} is too short; expected at least 1s (the kernel fence lifetime is counted in whole seconds)", fmt_d(renew_deadline)),
+            ));
+        }
+        if retry_period < d::MIN_RETRY_PERIOD {
+            return Err(self.err(
+                pos(&l.retry_period),
+                format!("lease.retry_period: {} is too short (every period costs the API server a request from each node); expected at least {}", fmt_d(retry_period), fmt_d(d::MIN_RETRY_PERIOD)),
+            ));
+        }
+        // client-go's rule: a holder must get more than one renewal attempt in
+        // before its deadline.
+        if retry_period.mul_f64(1.2) > renew_deadline {
+            return Err(self.err(
+                pos(&l.retry_period),
+                format!(
+                    "lease.retry_period: {} is too long for renew_deadline {}; expected renew_deadline >= 1.2 x retry_period, e.g. retry_period: 500ms",
+                    fmt_d(retry_period),
+                    fmt_d(renew_deadline)
+                ),
+            ));
+        }
+        if duration < renew_deadline + d::FENCE_MARGIN {
+            let at = if l.duration.is_some() {
+                pos(&l.duration)
+            } else {
+                pos(&l.renew_deadline)
+            };
+            return Err(self.err(
+                at,
+                format!(
+                    "lease.duration: {} must exceed lease.renew_deadline {} by at least {}: a frozen holder keeps the VIP until its renew deadline plus the kernel's deletion latency, and a standby takes over after the lease duration; expected e.g. duration: 4s with renew_deadline: 2s",
+                    fmt_d(duration),
+                    fmt_d(renew_deadline),
+                    fmt_d(d::FENCE_MARGIN)
+                ),
+            ));
+        }
+        Ok(Lease {
+            name,
+            namespace,
+            duration,
+            renew_deadline,
+            retry_period,
+        })
+    }
+
+    pub(super) fn announce(&self, a: &file::Announce) -> Result<Announce, ConfigError> {
+        let count = match &a.count {
+            None => d::ANNOUNCE_COUNT,
+            Some(s) if (1..=20).contains(&s.value) => s.value,
+            Some(s) => {
+                return Err(self.err(
+                    at(s),
+                    format!(
+                        "announce.count: {} is out of range; expected 1 to 20 packets per burst",
+                        s.value
+                    ),
+                ));
+            }
+        };
+        let spacing = self.duration(&a.spacing, "announce.spacing", d::ANNOUNCE_SPACING)?;
+        if spacing > Duration::from_secs(5) {
+            return Err(self.err(
+                pos(&a.spacing),
+                format!(
+                    "announce.spacing: {} is too long; expected at most 5s between packets of one burst",
+                    fmt_d(spacing)
+                ),
+            ));
+        }
+        let second_burst_delay = self.duration(
+            &a.second_burst_delay,
+            "announce.second_burst_delay",
+            d::ANNOUNCE_SECOND_BURST_DELAY,
+        )?;
+        if second_burst_delay <= spacing * count {
+            return Err(self.err(
+                pos(&a.second_burst_delay),
+                format!("announce.second_burst_delay: {} does not come after the first burst ({} x {}); expected a longer delay, e.g. 2s", fmt_d(second_burst_delay), count, fmt_d(spacing)),
+            ));
+        }
+        let refresh = match &a.refresh_interval {
+            None => d::ANNOUNCE_REFRESH_INTERVAL,
+            Some(s) => self.parse_duration(s, "announce.refresh_interval", true)?,
+        };
+        Ok(Announce {
+            count,
+            spacing,
+            second_burst_delay,
+            refresh_interval: (!refresh.is_zero()).then_some(refresh),
+        })
+    }
+}
