@@ -4,4 +4,6 @@
 //! `coordination.k8s.io/v1` Lease owns the VIP; the kernel itself removes the
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
+pub mod announce;
 pub mod config;
+pub mod vip;
