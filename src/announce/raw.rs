@@ -50,6 +50,8 @@ impl Tasks {
 pub struct RawAnnouncer {
     inner: Arc<Inner>,
     tasks: Mutex<HashMap<Vip, Tasks>>,
+    /// The runtime `new` ran on; the trait's methods may be called from anywhere.
+    runtime: tokio::runtime::Handle,
 }
 
 impl RawAnnouncer {
@@ -78,6 +80,7 @@ impl RawAnnouncer {
         Ok(Self {
             inner: Arc::new(inner),
             tasks: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -98,7 +101,7 @@ impl Drop for RawAnnouncer {
 impl Announcer for RawAnnouncer {
     fn start(&self, vip: Vip) {
         let inner = Arc::clone(&self.inner);
-        let task = tokio::spawn(async move {
+        let task = self.runtime.spawn(async move {
             let s = inner.schedule;
             inner.burst(vip, s.count, "acquire").await;
             tokio::time::sleep(s.second_burst_delay).await;
@@ -127,9 +130,10 @@ impl Announcer for RawAnnouncer {
         running.0.retain(|t| !t.is_finished());
         let inner = Arc::clone(&self.inner);
         let count = inner.schedule.count;
-        running.0.push(tokio::spawn(async move {
-            inner.burst(vip, count, "on demand").await
-        }));
+        running.0.push(
+            self.runtime
+                .spawn(async move { inner.burst(vip, count, "on demand").await }),
+        );
     }
 
     fn stop(&self, vip: Vip) {
