@@ -4,9 +4,11 @@
 //! `coordination.k8s.io/v1` Lease owns the VIP; the kernel itself removes the
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod machine;
 pub mod observe;
 pub mod systemd;
+pub mod vip;

@@ -1,0 +1,202 @@
+//! Netlink address and link notifications, turned into [`NetEvent`]s.
+
+use std::collections::VecDeque;
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::{Handle, MulticastGroup};
+use tokio::task::JoinHandle;
+
+use super::netlink::{lookup_link, message_vip};
+use super::{Cause, VipError};
+use crate::config::Vip;
+
+/// A change on the watched interface that the daemon may have to repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetEvent {
+    /// A watched VIP left the interface: removed by someone, or expired.
+    VipRemoved(Vip),
+    /// The link lost its carrier, was set down or was deleted.
+    LinkDown,
+    /// The link is administratively up and has a carrier again.
+    LinkUp,
+    /// Notifications were lost (ENOBUFS): re-read the addresses.
+    Overrun,
+}
+
+/// What the watcher knows of the interface; turns messages into events.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    interface: String,
+    vips: Vec<Vip>,
+    index: Option<u32>,
+    up: Option<bool>,
+}
+
+impl Tracker {
+    pub(crate) fn new(interface: &str, vips: &[Vip], index: Option<u32>, up: Option<bool>) -> Self {
+        Self {
+            interface: interface.to_owned(),
+            vips: vips.to_vec(),
+            index,
+            up,
+        }
+    }
+
+    fn set_up(&mut self, up: bool) -> Option<NetEvent> {
+        let changed = self.up != Some(up);
+        self.up = Some(up);
+        changed.then_some(if up {
+            NetEvent::LinkUp
+        } else {
+            NetEvent::LinkDown
+        })
+    }
+
+    fn is_ours(&self, link: &LinkMessage) -> bool {
+        Some(link.header.index) == self.index
+            || link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if *n == self.interface))
+    }
+
+    /// The event `msg` means for the watched interface, if any.
+    pub(crate) fn on_message(
+        &mut self,
+        msg: &NetlinkMessage<RouteNetlinkMessage>,
+    ) -> Option<NetEvent> {
+        match &msg.payload {
+            NetlinkPayload::Overrun(_) => Some(NetEvent::Overrun),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
+                if self.is_ours(link) =>
+            {
+                self.index = Some(link.header.index);
+                let f = link.header.flags;
+                self.set_up(f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp))
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
+                if self.is_ours(link) =>
+            {
+                self.index = None;
+                self.set_up(false)
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(addr))
+                if Some(addr.header.index) == self.index =>
+            {
+                message_vip(addr)
+                    .filter(|v| self.vips.contains(v))
+                    .map(NetEvent::VipRemoved)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A subscription to address and link changes of one interface.
+///
+/// Subscribes to RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR
+/// on the calling thread's network namespace. The interface need not exist
+/// yet: it is recognised by name when it appears.
+#[derive(Debug)]
+pub struct Watcher {
+    tracker: Tracker,
+    handle: Handle,
+    messages: UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        rtnetlink::sys::SocketAddr,
+    )>,
+    pending: VecDeque<NetEvent>,
+    driver: JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Subscribes, then reads the link's current state.
+    ///
+    /// Must run inside a tokio runtime. Subscribing first means no change is
+    /// lost between the read and the first notification.
+    pub async fn start(interface: &str, vips: &[Vip]) -> Result<Self, VipError> {
+        let err = |cause| VipError::Watch {
+            interface: interface.to_owned(),
+            cause,
+        };
+        let groups = [
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv6Ifaddr,
+        ];
+        let (conn, handle, messages) = rtnetlink::new_multicast_connection(&groups)
+            .map_err(|e| err(Cause::from_io(&e, interface)))?;
+        let driver = tokio::spawn(conn);
+        let (index, up) = match lookup_link(&handle, interface).await {
+            Ok(link) => (Some(link.index), Some(link.up)),
+            Err(Cause::NoInterface(_)) => (None, None),
+            Err(cause) => {
+                driver.abort();
+                return Err(err(cause));
+            }
+        };
+        Ok(Self {
+            tracker: Tracker::new(interface, vips, index, up),
+            handle,
+            messages,
+            pending: VecDeque::new(),
+            driver,
+        })
+    }
+
+    /// Whether the link was up at the last notification (`None`: no such link yet).
+    pub fn link_up(&self) -> Option<bool> {
+        self.tracker.up
+    }
+
+    /// The next event; `None` when the netlink socket has closed for good.
+    ///
+    /// Cancel-safe: an event is never lost when the future is dropped.
+    pub async fn next(&mut self) -> Option<NetEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let (msg, _) = self.messages.next().await?;
+            let Some(event) = self.tracker.on_message(&msg) else {
+                continue;
+            };
+            self.pending.push_back(event);
+            if event == NetEvent::Overrun {
+                // A link change may be among the lost notifications.
+                if let Ok(link) = lookup_link(&self.handle, &self.tracker.interface).await {
+                    self.tracker.index = Some(link.index);
+                    self.pending.extend(self.tracker.set_up(link.up));
+                }
+            }
+        }
+    }
+}
+
+/// A source of [`NetEvent`]s: the real [`Watcher`], or a channel in tests.
+pub trait NetEvents: Send {
+    /// The next event; `None` when the source has closed.
+    fn next_event(&mut self) -> impl std::future::Future<Output = Option<NetEvent>> + Send;
+}
+
+impl NetEvents for Watcher {
+    async fn next_event(&mut self) -> Option<NetEvent> {
+        self.next().await
+    }
+}
+
+impl NetEvents for tokio::sync::mpsc::UnboundedReceiver<NetEvent> {
+    async fn next_event(&mut self) -> Option<NetEvent> {
+        self.recv().await
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
