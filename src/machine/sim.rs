@@ -14,9 +14,9 @@ const TICK: u64 = 5;
 const DURATION: u64 = 4000;
 const RENEW_DEADLINE: u64 = 2000;
 const RETRY_PERIOD: u64 = 500;
-/// Longest time the kernel takes to delete an expired address (measured
-/// about 0.1 s; modelled with twice that).
-const KERNEL_LATENCY: u64 = 200;
+/// Longest time the kernel takes to delete an expired address: the
+/// config's fence margin (measured worst 0.93 s, see `FENCE_MARGIN`).
+const KERNEL_LATENCY: u64 = crate::config::defaults::FENCE_MARGIN.as_millis() as u64;
 const REQUEST_TIMEOUT: u64 = RENEW_DEADLINE / 2;
 const HORIZON: u64 = 40_000;
 
