@@ -5,3 +5,6 @@
 //! VIP when its lifetime runs out, so a frozen or killed holder cannot keep it.
 
 pub mod config;
+pub mod health;
+pub mod kube;
+pub mod lease;
