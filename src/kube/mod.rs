@@ -16,6 +16,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub(crate) use credential::read_file;
 pub use credential::{Credentials, IN_CLUSTER_DIR};
 pub use error::{KubeError, Operation};
 
