@@ -235,3 +235,39 @@ async fn a_rotated_token_file_is_used_on_the_next_request() {
     let e = s.get().await.unwrap_err();
     assert!(matches!(e, KubeError::ReadFile { .. }), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_config_file_builds_a_working_store_and_probe() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.apply(&Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/rbac.yaml"))
+        .await;
+    let path = api.dir().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "node_name: cp1\ninterface: eth0\nvip: 10.0.0.100\nhealth:\n  endpoint: {server}/readyz\nk8s:\n  api_server: {server}\n  kubeconfig: {kc}\n",
+            server = api.server(),
+            kc = api.var("KUBECONFIG_NODE"),
+        ),
+    )
+    .unwrap();
+    let config = ha_vip::config::Config::load(&path).unwrap();
+    let probe = ha_vip::health::HttpProbe::from_config(&config).unwrap();
+    use ha_vip::health::Probe as _;
+    let r = probe.probe().await;
+    assert!(r.healthy, "{r:?}");
+    let store = KubeLeaseStore::from_config(&config).unwrap();
+    let (_campaign, mut events) = spawn(&store, &config.node_name);
+    // RBAC reaches the authorizer through an informer: allow a few refusals.
+    let acquired = timeout(Duration::from_secs(15), async {
+        loop {
+            if let LeaseEvent::Acquired { .. } = events.recv().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(acquired.is_ok(), "no Acquired with the node's config");
+}

@@ -30,6 +30,16 @@ impl std::fmt::Debug for HttpProbe {
 }
 
 impl HttpProbe {
+    /// The probe `config` describes: `config.health`, with the k8s
+    /// credential (and its CA) when one is configured.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, HealthError> {
+        let creds = match config.k8s.credential {
+            crate::config::Credential::None => None,
+            _ => Some(Credentials::load(&config.k8s)?),
+        };
+        Self::new(&config.health, creds.as_ref())
+    }
+
     /// A probe of `health.endpoint`. The CA is `health.ca_cert`, else the
     /// one of `creds` (the k8s credential); the credential's token or client
     /// certificate is sent if there is one.

@@ -59,6 +59,17 @@ pub struct KubeLeaseStore {
 const RESOURCE: &str = "leases.coordination.k8s.io";
 
 impl KubeLeaseStore {
+    /// The Lease `config.lease` names, reached with `config.k8s` (request
+    /// timeout: half the renew deadline).
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, KubeError> {
+        let client = KubeClient::from_config(config)?;
+        Ok(Self::new(
+            client,
+            config.lease.namespace.clone(),
+            config.lease.name.clone(),
+        ))
+    }
+
     /// The Lease `namespace/name` reached through `client`.
     pub fn new(client: KubeClient, namespace: impl Into<String>, name: impl Into<String>) -> Self {
         Self {
