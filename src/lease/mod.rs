@@ -7,11 +7,13 @@
 //! `leaseDurationSeconds` after this node saw it change.
 
 mod elector;
+mod event;
 mod fake;
 mod record;
 mod store;
 
-pub use elector::{Elector, LeaseEvent, LostReason, Timings};
+pub use elector::Elector;
+pub use event::{LeaseEvent, LostReason, Timings};
 pub use fake::FakeLeaseStore;
 pub use record::{LeaseRecord, StoredLease, format_micro_time};
 pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WatchEvent};
