@@ -7,6 +7,9 @@
 pub mod announce;
 pub mod cli;
 pub mod config;
+pub mod health;
+pub mod kube;
+pub mod lease;
 pub mod logging;
 pub mod machine;
 pub mod observe;

@@ -1,0 +1,186 @@
+//! The real probe: TCP connect, then HTTPS `GET /readyz` expecting 200 `ok`.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{HealthError, Probe, ProbeResult};
+use crate::config::Health;
+use crate::kube::tls::{self, TlsSettings};
+use crate::kube::{Credentials, find_io_error, find_rustls_error, io_reason, read_file};
+
+/// Probes the local API server's readiness endpoint.
+pub struct HttpProbe {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    host: String,
+    port: u16,
+    timeout: Duration,
+    creds: Option<Credentials>,
+}
+
+impl std::fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProbe")
+            .field("url", &self.url.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpProbe {
+    /// The probe `config` describes: `config.health`, with the k8s
+    /// credential (and its CA) when one is configured.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, HealthError> {
+        let creds = match config.k8s.credential {
+            crate::config::Credential::None => None,
+            _ => Some(Credentials::load(&config.k8s)?),
+        };
+        Self::new(&config.health, creds.as_ref())
+    }
+
+    /// A probe of `health.endpoint`. The CA is `health.ca_cert`, else the
+    /// one of `creds` (the k8s credential); the credential's token or client
+    /// certificate is sent if there is one.
+    pub fn new(health: &Health, creds: Option<&Credentials>) -> Result<Self, HealthError> {
+        let bad = |reason: String| HealthError::InvalidEndpoint {
+            url: health.endpoint.clone(),
+            reason,
+        };
+        let url = reqwest::Url::parse(&health.endpoint).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(bad("only https is supported".into()));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let ca_file = match &health.ca_cert {
+            Some(p) => Some((
+                read_file("CA bundle (health.ca_cert)", p)?,
+                p.display().to_string(),
+            )),
+            None => None,
+        };
+        let (ca_pem, ca_origin) = match (&ca_file, creds) {
+            (Some((pem, origin)), _) => (Some(pem.as_slice()), origin.clone()),
+            (None, Some(c)) => (c.ca_pem.as_deref(), c.ca_origin.clone()),
+            (None, None) => (None, "none".to_string()),
+        };
+        if health.insecure_skip_tls_verify {
+            tracing::warn!(
+                endpoint = %url,
+                "health.insecure_skip_tls_verify is set: the local API server's certificate is NOT verified"
+            );
+        }
+        let config = tls::client_config(TlsSettings {
+            ca_pem,
+            ca_origin: &ca_origin,
+            server_name: &health.tls_server_name,
+            insecure: health.insecure_skip_tls_verify,
+            identity: creds.and_then(|c| c.identity.clone()),
+        })?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .no_proxy()
+            .http1_only()
+            // A fresh connection per probe: each probe proves the server
+            // still accepts TCP and completes a TLS handshake.
+            .pool_max_idle_per_host(0)
+            .build()
+            .map_err(|e| HealthError::Setup(crate::kube::KubeError::BuildClient(e.to_string())))?;
+        Ok(Self {
+            http,
+            url,
+            host,
+            port,
+            timeout: health.timeout,
+            creds: creds.cloned(),
+        })
+    }
+
+    async fn attempt(&self) -> Result<(), String> {
+        TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| io_reason(&e))?;
+        let mut req = self.http.get(self.url.clone());
+        if let Some(creds) = &self.creds {
+            match creds.token.current().await {
+                Ok(Some(token)) => req = req.bearer_auth(token),
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let resp = req.send().await.map_err(|e| transport_reason(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| transport_reason(&e))?;
+        let path = self.url.path();
+        let who = self.creds.as_ref().map_or("no credential", |c| c.source());
+        match status {
+            200 if body.trim() == "ok" => Ok(()),
+            200 => Err(format!("body {:?}", short(&body))),
+            401 => Err(format!(
+                "{path} 401: the API server rejected the credential from {who}"
+            )),
+            403 => Err(format!(
+                "{path} 403: the credential from {who} lacks RBAC get on nonResourceURLs [\"{path}\"] (system:public-info-viewer grants it to everyone by default; was that binding removed?)"
+            )),
+            _ => Err(format!("{path} {status}{}", failed_checks(&body))),
+        }
+    }
+}
+
+/// The failing checks of a /readyz answer (`[-]etcd failed: ...`).
+fn failed_checks(body: &str) -> String {
+    let failed: Vec<&str> = body.lines().filter(|l| l.starts_with("[-]")).collect();
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", short(&failed.join("; ")))
+    }
+}
+
+fn short(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 120 {
+        format!("{}...", s.chars().take(120).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn transport_reason(e: &reqwest::Error) -> String {
+    if let Some(t) = find_rustls_error(e) {
+        return format!("TLS: {t}");
+    }
+    match find_io_error(e) {
+        Some(io) => io_reason(io),
+        None => crate::kube::error_chain(e),
+    }
+}
+
+impl Probe for HttpProbe {
+    async fn probe(&self) -> ProbeResult {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.attempt()).await;
+        let at = Instant::now();
+        let (healthy, reason) = match outcome {
+            Ok(Ok(())) => (true, "ok".to_string()),
+            Ok(Err(reason)) => (false, reason),
+            Err(_) => (
+                false,
+                format!("timeout after {}", humantime::format_duration(self.timeout)),
+            ),
+        };
+        tracing::trace!(healthy, %reason, took_ms = (at - started).as_millis() as u64, "health probe");
+        ProbeResult {
+            healthy,
+            reason,
+            at,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Health of the local API server: a [`Probe`] (TCP connect + HTTPS
+//! `GET /readyz` expecting 200 `ok`) and the [`StabilityFilter`] that keeps a
+//! flapping API server from flapping the VIP.
+
+mod fake;
+mod http;
+mod stability;
+
+use std::future::Future;
+
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant, MissedTickBehavior};
+
+pub use fake::FakeProbe;
+pub use http::HttpProbe;
+pub use stability::StabilityFilter;
+
+use crate::kube::KubeError;
+
+/// The raw outcome of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// TCP connect, TLS and `200 ok` all succeeded.
+    pub healthy: bool,
+    /// Short human reason: "ok", "connection refused", "/readyz 500: [-]etcd
+    /// failed: reason withheld", "body \"nope\"", "timeout after 1s", "TLS: ...".
+    pub reason: String,
+    /// When the probe finished.
+    pub at: Instant,
+}
+
+/// One health check of the local API server.
+pub trait Probe: Send + Sync + 'static {
+    /// Runs one probe; never takes longer than its configured timeout.
+    fn probe(&self) -> impl Future<Output = ProbeResult> + Send;
+}
+
+/// A probe's setup failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HealthError {
+    /// `health.endpoint` is not a usable URL.
+    #[error(
+        "invalid health.endpoint {url:?}: {reason}; expected e.g. https://127.0.0.1:6443/readyz"
+    )]
+    InvalidEndpoint {
+        /// The configured URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Loading the CA or client certificate, or building TLS, failed.
+    #[error("health probe: {0}")]
+    Setup(#[from] KubeError),
+}
+
+/// One probe result together with the filtered state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The raw result.
+    pub result: ProbeResult,
+    /// The state after the stability filter.
+    pub healthy: bool,
+    /// True when this result flipped the state.
+    pub changed: bool,
+}
+
+/// Probes every `interval` and reports each result with the filtered state;
+/// returns when the receiver is dropped.
+pub async fn monitor<P: Probe>(
+    probe: P,
+    interval: Duration,
+    mut filter: StabilityFilter,
+    reports: mpsc::Sender<HealthReport>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    // A slow probe must not cause a burst of catch-up probes.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = probe.probe().await;
+        let before = filter.is_healthy();
+        let healthy = filter.observe(result.healthy, result.at);
+        if healthy != before {
+            tracing::info!(healthy, reason = %result.reason, "local API server health changed");
+        }
+        let report = HealthReport {
+            result,
+            healthy,
+            changed: healthy != before,
+        };
+        if reports.send(report).await.is_err() {
+            return;
+        }
+    }
+}

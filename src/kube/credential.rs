@@ -1,0 +1,398 @@
+//! Where the Kubernetes credential comes from: kubeconfig, token, token file
+//! or the pod's service account.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::KubeError;
+use super::tls::ClientIdentity;
+use crate::config::{Credential, K8s};
+
+/// Directory of the pod's service account.
+pub const IN_CLUSTER_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A bearer token, inline or read from a file before each request so that
+/// rotated tokens (projected service account tokens) are picked up.
+#[derive(Clone)]
+pub(crate) enum Token {
+    /// No token.
+    None,
+    /// Inline token.
+    Static(String),
+    /// Re-read before each request.
+    File(PathBuf),
+}
+
+impl Token {
+    /// The current token, `None` when there is none.
+    pub(crate) async fn current(&self) -> Result<Option<String>, KubeError> {
+        match self {
+            Self::None => Ok(None),
+            Self::Static(t) => Ok(Some(t.clone())),
+            Self::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| read_error("token file", path, &e))?;
+                Ok(Some(text.trim().to_string()))
+            }
+        }
+    }
+}
+
+/// The loaded credential: CA, client certificate and token, plus a
+/// description of the source for error messages. Shared by the API client and
+/// the health probe.
+#[derive(Clone)]
+pub struct Credentials {
+    pub(crate) ca_pem: Option<Vec<u8>>,
+    pub(crate) ca_origin: String,
+    pub(crate) identity: Option<ClientIdentity>,
+    pub(crate) token: Token,
+    pub(crate) source: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material or tokens.
+        f.debug_struct("Credentials")
+            .field("source", &self.source)
+            .field("ca_origin", &self.ca_origin)
+            .field("client_certificate", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Loads the credential `k8s` names (files are read now; token files are
+    /// read again before each request).
+    pub fn load(k8s: &K8s) -> Result<Self, KubeError> {
+        let mut creds = match &k8s.credential {
+            Credential::None => Self::anonymous("no credential"),
+            Credential::Token(t) => Self {
+                token: Token::Static(t.clone()),
+                ..Self::anonymous("k8s.token")
+            },
+            Credential::TokenFile(p) => Self {
+                token: Token::File(p.clone()),
+                ..Self::anonymous(&format!("k8s.token_file {}", p.display()))
+            },
+            Credential::Kubeconfig(p) => load_kubeconfig(p)?,
+            Credential::InCluster => load_in_cluster(Path::new(IN_CLUSTER_DIR))?,
+        };
+        if let Some(ca) = &k8s.ca_cert {
+            creds.ca_pem = Some(read_file("CA bundle (k8s.ca_cert)", ca)?);
+            creds.ca_origin = ca.display().to_string();
+        }
+        Ok(creds)
+    }
+
+    fn anonymous(source: &str) -> Self {
+        Self {
+            ca_pem: None,
+            ca_origin: "none".into(),
+            identity: None,
+            token: Token::None,
+            source: source.to_string(),
+        }
+    }
+
+    /// Where the credential came from, e.g. `kubeconfig /etc/kubernetes/admin.conf (user kubernetes-admin)`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+fn read_error(what: &str, path: &Path, e: &std::io::Error) -> KubeError {
+    KubeError::ReadFile {
+        what: what.to_string(),
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, KubeError> {
+    std::fs::read(path).map_err(|e| read_error(what, path, &e))
+}
+
+/// The service account's token (re-read per request) and CA in `dir`.
+pub(crate) fn load_in_cluster(dir: &Path) -> Result<Credentials, KubeError> {
+    let token = dir.join("token");
+    let ca = dir.join("ca.crt");
+    // Read once now so a missing mount fails at start, not at the first request.
+    read_file("service account token", &token)?;
+    Ok(Credentials {
+        ca_pem: Some(read_file("service account CA", &ca)?),
+        ca_origin: ca.display().to_string(),
+        identity: None,
+        token: Token::File(token),
+        source: format!("in-cluster service account {}", dir.display()),
+    })
+}
+
+#[derive(Deserialize)]
+struct Kubeconfig {
+    #[serde(rename = "current-context", default)]
+    current_context: String,
+    #[serde(default)]
+    clusters: Vec<Named<Cluster>>,
+    #[serde(default)]
+    contexts: Vec<Named<Context>>,
+    #[serde(default)]
+    users: Vec<Named<User>>,
+}
+
+#[derive(Deserialize)]
+struct Named<T> {
+    name: String,
+    #[serde(alias = "cluster", alias = "context", alias = "user")]
+    item: T,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    #[serde(default)]
+    server: String,
+    certificate_authority: Option<PathBuf>,
+    certificate_authority_data: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+}
+
+#[derive(Deserialize)]
+struct Context {
+    cluster: String,
+    #[serde(default)]
+    user: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct User {
+    client_certificate: Option<PathBuf>,
+    client_certificate_data: Option<String>,
+    client_key: Option<PathBuf>,
+    client_key_data: Option<String>,
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<PathBuf>,
+}
+
+/// Loads the current context of a kubeconfig. Its `server` is not used:
+/// ha-vip talks to `k8s.api_server` (admin.conf points at the VIP itself).
+pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
+    let bad = |reason: String| KubeError::Kubeconfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = read_file("kubeconfig", path)?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let kc: Kubeconfig =
+        serde_saphyr::from_str(&text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+    let base = path.parent().unwrap_or(Path::new("/"));
+    // Relative paths in a kubeconfig are relative to the kubeconfig's directory.
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let decode = |what: &str, data: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| bad(format!("{what} is not valid base64: {e}")))
+    };
+
+    let ctx = match kc.current_context.as_str() {
+        "" if kc.contexts.len() == 1 => &kc.contexts[0],
+        "" => {
+            return Err(bad(
+                "no current-context; expected current-context: naming one of its contexts".into(),
+            ));
+        }
+        name => kc.contexts.iter().find(|c| c.name == name).ok_or_else(|| {
+            bad(format!(
+                "current-context {name:?} is not among its contexts"
+            ))
+        })?,
+    };
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.item.cluster)
+        .ok_or_else(|| {
+            bad(format!(
+                "cluster {:?} of context {:?} not found",
+                ctx.item.cluster, ctx.name
+            ))
+        })?;
+    let user_name = ctx.item.user.as_str();
+    let default_user = User::default();
+    let user = if user_name.is_empty() {
+        &default_user
+    } else {
+        &kc.users
+            .iter()
+            .find(|u| u.name == user_name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "user {user_name:?} of context {:?} not found",
+                    ctx.name
+                ))
+            })?
+            .item
+    };
+    tracing::debug!(
+        kubeconfig = %path.display(),
+        ignored_server = %cluster.item.server,
+        "the kubeconfig's server is ignored; ha-vip talks to k8s.api_server"
+    );
+    if cluster.item.insecure_skip_tls_verify {
+        tracing::warn!(
+            kubeconfig = %path.display(),
+            "the kubeconfig's insecure-skip-tls-verify is ignored; set k8s.insecure_skip_tls_verify: true to skip verification"
+        );
+    }
+
+    let (ca_pem, ca_origin) = match (
+        &cluster.item.certificate_authority_data,
+        &cluster.item.certificate_authority,
+    ) {
+        (Some(data), _) => (
+            Some(decode("certificate-authority-data", data)?),
+            format!("certificate-authority-data of {}", path.display()),
+        ),
+        (None, Some(file)) => {
+            let file = resolve(file);
+            (
+                Some(read_file("kubeconfig certificate-authority", &file)?),
+                file.display().to_string(),
+            )
+        }
+        (None, None) => (None, "none".into()),
+    };
+
+    let source = format!("kubeconfig {} (user {user_name})", path.display());
+    let cert = match (&user.client_certificate_data, &user.client_certificate) {
+        (Some(d), _) => Some(decode("client-certificate-data", d)?),
+        (None, Some(f)) => Some(read_file("kubeconfig client-certificate", &resolve(f))?),
+        (None, None) => None,
+    };
+    let key = match (&user.client_key_data, &user.client_key) {
+        (Some(d), _) => Some(decode("client-key-data", d)?),
+        (None, Some(f)) => Some(read_file("kubeconfig client-key", &resolve(f))?),
+        (None, None) => None,
+    };
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some(ClientIdentity::from_pem(&c, &k, &source)?),
+        (None, None) => None,
+        _ => {
+            return Err(bad(format!(
+                "user {user_name:?} has a client certificate without a key or a key without a certificate"
+            )));
+        }
+    };
+    let token = match (&user.token, &user.token_file) {
+        (Some(t), _) => Token::Static(t.trim().to_string()),
+        (None, Some(f)) => Token::File(resolve(f)),
+        (None, None) => Token::None,
+    };
+    if identity.is_none() && matches!(token, Token::None) {
+        return Err(bad(format!(
+            "user {user_name:?} has neither a client certificate nor a token; expected client-certificate(-data)/client-key(-data), token or tokenFile"
+        )));
+    }
+    Ok(Credentials {
+        ca_pem,
+        ca_origin,
+        identity,
+        token,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBfTCCASOgAwIBAgIUW2/jFaP7i0WZrgY7Jm4hVYpv3WEwCgYIKoZIzj0EAwIw\nFDESMBAGA1UEAwwJbG9jYWxob3N0MB4XDTI0MDEwMTAwMDAwMFoXDTM0MDEwMTAw\nMDAwMFowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0CAQYIKoZIzj0D\nAQcDQgAE3vb4gNc5Rj2wPbNThbOCP3ROwFpo4/Ahb7UXAZKaCDDoU3iEmZA4F0fH\njcdH0OZnGwGQhb1VK2hr3jpcxyr9DaNTMFEwHQYDVR0OBBYEFDwzEV7GvLC3Rc7B\n0x5aVCVqQn6uMB8GA1UdIwQYMBaAFDwzEV7GvLC3Rc7B0x5aVCVqQn6uMA8GA1Ud\nEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIhAJj7c9H2KJ9vX6L5g6y1h3d7\nfG0tM7yE3WQ2c1n5K9nCAiBQe2h0Yb8qg9qC8XyVQ2yWz3YxF5k9O7r4z2T3pV6T\nKQ==\n-----END CERTIFICATE-----\n";
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn kubeconfig_with_relative_files_and_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.crt", CERT);
+        write(dir.path(), "tok", "abc\n");
+        let kc = write(
+            dir.path(),
+            "kc.yaml",
+            "apiVersion: v1\nkind: Config\ncurrent-context: b\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.100:6443\n    certificate-authority: ca.crt\ncontexts:\n- name: a\n  context: {cluster: missing, user: u}\n- name: b\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user:\n    tokenFile: tok\npreferences: {}\n",
+        );
+        let c = load_kubeconfig(&kc).unwrap();
+        assert_eq!(c.ca_pem.as_deref(), Some(CERT.as_bytes()));
+        assert!(matches!(&c.token, Token::File(p) if p == &dir.path().join("tok")));
+        assert!(c.source.contains("user u"), "{}", c.source);
+    }
+
+    #[test]
+    fn kubeconfig_with_inline_data_and_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(CERT);
+        let kc = write(
+            dir.path(),
+            "kc.yaml",
+            &format!(
+                "current-context: x\nclusters:\n- name: c\n  cluster:\n    server: https://vip:6443\n    certificate-authority-data: {data}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user:\n    token: sekret\n"
+            ),
+        );
+        let c = load_kubeconfig(&kc).unwrap();
+        assert_eq!(c.ca_pem.as_deref(), Some(CERT.as_bytes()));
+        assert!(matches!(&c.token, Token::Static(t) if t == "sekret"));
+    }
+
+    #[test]
+    fn kubeconfig_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let kc = write(
+            dir.path(),
+            "kc.yaml",
+            "current-context: nope\nclusters: []\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers: []\n",
+        );
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(e.contains("current-context \"nope\""), "{e}");
+        let kc = write(
+            dir.path(),
+            "kc2.yaml",
+            "current-context: x\nclusters:\n- name: c\n  cluster: {server: s}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {}\n",
+        );
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(
+            e.contains("neither a client certificate nor a token"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_cluster_token_is_reread_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "ca.crt", CERT);
+        let tok = write(dir.path(), "token", "one");
+        let c = load_in_cluster(dir.path()).unwrap();
+        assert_eq!(c.token.current().await.unwrap().as_deref(), Some("one"));
+        std::fs::write(&tok, "two\n").unwrap();
+        assert_eq!(c.token.current().await.unwrap().as_deref(), Some("two"));
+        let e = load_in_cluster(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("service account token"), "{e}");
+    }
+}

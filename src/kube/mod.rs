@@ -1,0 +1,423 @@
+//! A small Kubernetes API client: credentials, TLS verified against a fixed
+//! name, typed errors that say what to do.
+//!
+//! It speaks to `k8s.api_server` (the local API server, never the VIP) and
+//! verifies the certificate as `k8s.tls_server_name`. Every request has a
+//! timeout shorter than the lease's renew deadline ([`request_timeout`]).
+
+mod credential;
+mod error;
+pub(crate) mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{BoxStream, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub(crate) use credential::read_file;
+pub use credential::{Credentials, IN_CLUSTER_DIR};
+pub use error::{KubeError, Operation};
+
+use crate::config::{Config, K8s};
+
+/// Per-request timeout for a given renew deadline: half of it, so a renewal
+/// that times out still leaves time for one more attempt before the deadline.
+pub fn request_timeout(renew_deadline: Duration) -> Duration {
+    renew_deadline / 2
+}
+
+/// Client of the Kubernetes API. Cheap to clone (shared connection pool).
+#[derive(Clone)]
+pub struct KubeClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    creds: Credentials,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KubeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeClient")
+            .field("server", &self.inner.base.as_str())
+            .field("credential", &self.inner.creds.source())
+            .field("timeout", &self.inner.timeout)
+            .finish()
+    }
+}
+
+impl KubeClient {
+    /// Client for `config.k8s`, with the credential loaded from its source and
+    /// the request timeout derived from `config.lease.renew_deadline`.
+    pub fn from_config(config: &Config) -> Result<Self, KubeError> {
+        let creds = Credentials::load(&config.k8s)?;
+        Self::new(
+            &config.k8s,
+            creds,
+            request_timeout(config.lease.renew_deadline),
+        )
+    }
+
+    /// Client for `k8s` with already loaded credentials; `timeout` bounds
+    /// every request except the body of a watch.
+    pub fn new(k8s: &K8s, creds: Credentials, timeout: Duration) -> Result<Self, KubeError> {
+        let base = reqwest::Url::parse(&k8s.api_server).map_err(|e| KubeError::InvalidUrl {
+            url: k8s.api_server.clone(),
+            reason: e.to_string(),
+        })?;
+        if base.scheme() != "https" {
+            return Err(KubeError::InvalidUrl {
+                url: k8s.api_server.clone(),
+                reason: "only https is supported".into(),
+            });
+        }
+        if k8s.insecure_skip_tls_verify {
+            tracing::warn!(
+                server = %base,
+                "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified; anyone on the path can impersonate it"
+            );
+        }
+        let tls = tls::client_config(tls::TlsSettings {
+            ca_pem: creds.ca_pem.as_deref(),
+            ca_origin: &creds.ca_origin,
+            server_name: &k8s.tls_server_name,
+            insecure: k8s.insecure_skip_tls_verify,
+            identity: creds.identity.clone(),
+        })?;
+        let http = http_client(tls, timeout)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                creds,
+                timeout,
+            }),
+        })
+    }
+
+    /// The timeout of each request.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// The API server URL.
+    pub fn server(&self) -> &str {
+        self.inner.base.as_str()
+    }
+
+    /// The loaded credentials.
+    pub fn credentials(&self) -> &Credentials {
+        &self.inner.creds
+    }
+
+    /// `GET path` and decode the JSON answer.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        path: &str,
+    ) -> Result<T, KubeError> {
+        self.call(op, reqwest::Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST path` with a JSON body and decode the JSON answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        path: &str,
+        body: &B,
+    ) -> Result<T, KubeError> {
+        self.call(op, reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `PUT path` with a JSON body and decode the JSON answer.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        path: &str,
+        body: &B,
+    ) -> Result<T, KubeError> {
+        self.call(op, reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, KubeError> {
+        let timeout = self.inner.timeout;
+        let fut = async {
+            let mut req = self.request(op, method, path).await?;
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.map_err(|e| self.transport_error(op, &e))?;
+            let resp = self.check_status(op, resp).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(op, &e))?;
+            serde_json::from_slice(&bytes).map_err(|e| KubeError::InvalidJson {
+                op: op.clone(),
+                reason: e.to_string(),
+            })
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(KubeError::Timeout {
+                    op: op.clone(),
+                    after: timeout,
+                })
+            })
+    }
+
+    /// Opens a watch (`path` must carry `watch=1`): the answer must start
+    /// within the request timeout, then the stream yields one decoded JSON
+    /// line per event until the server or the connection closes it.
+    pub async fn watch<T: DeserializeOwned + Send + 'static>(
+        &self,
+        op: &Operation,
+        path: &str,
+    ) -> Result<BoxStream<'static, Result<T, KubeError>>, KubeError> {
+        let timeout = self.inner.timeout;
+        let open = async {
+            let req = self.request(op, reqwest::Method::GET, path).await?;
+            let resp = req.send().await.map_err(|e| self.transport_error(op, &e))?;
+            self.check_status(op, resp).await
+        };
+        let resp = tokio::time::timeout(timeout, open)
+            .await
+            .unwrap_or_else(|_| {
+                Err(KubeError::Timeout {
+                    op: op.clone(),
+                    after: timeout,
+                })
+            })?;
+        let this = self.clone();
+        let op = op.clone();
+        let stream = futures::stream::unfold(
+            (resp, Vec::<u8>::new(), false),
+            move |(mut resp, mut buf, done)| {
+                let this = this.clone();
+                let op = op.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    loop {
+                        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                            let line: Vec<u8> = buf.drain(..=pos).collect();
+                            if line.iter().all(u8::is_ascii_whitespace) {
+                                continue;
+                            }
+                            let item =
+                                serde_json::from_slice(&line).map_err(|e| KubeError::InvalidJson {
+                                    op: op.clone(),
+                                    reason: e.to_string(),
+                                });
+                            return Some((item, (resp, buf, false)));
+                        }
+                        match resp.chunk().await {
+                            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                            Err(e) => {
+                                return Some((
+                                    Err(this.transport_error(&op, &e)),
+                                    (resp, buf, true),
+                                ));
+                            }
+                            Ok(None) => return None,
+                        }
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
+    }
+
+    async fn request(
+        &self,
+        op: &Operation,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::RequestBuilder, KubeError> {
+        let url = self
+            .inner
+            .base
+            .join(path)
+            .map_err(|e| KubeError::Transport {
+                op: op.clone(),
+                reason: format!("cannot build the URL for {path}: {e}"),
+            })?;
+        let mut req = self
+            .inner
+            .http
+            .request(method, url)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(token) = self.inner.creds.token.current().await? {
+            req = req.bearer_auth(token);
+        }
+        Ok(req)
+    }
+
+    async fn check_status(
+        &self,
+        op: &Operation,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, KubeError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        let message = status_message(&body);
+        let credential = self.inner.creds.source().to_string();
+        let op = op.clone();
+        Err(match status.as_u16() {
+            401 => KubeError::Unauthorized {
+                op,
+                credential,
+                message,
+            },
+            403 => KubeError::Forbidden {
+                op,
+                credential,
+                message,
+            },
+            404 => KubeError::NotFound { op, message },
+            409 => KubeError::Conflict { op, message },
+            status => KubeError::Status {
+                op,
+                status,
+                message,
+            },
+        })
+    }
+
+    fn transport_error(&self, op: &Operation, e: &reqwest::Error) -> KubeError {
+        classify(self.server(), op, e)
+    }
+}
+
+/// The HTTP client both the API client and the probe use: HTTP/1.1 over the
+/// given TLS configuration, no proxy (the API server is local), TCP keepalive
+/// so a silently dead watch connection is noticed.
+pub(crate) fn http_client(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, KubeError> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .no_proxy()
+        .http1_only()
+        .connect_timeout(connect_timeout)
+        .tcp_keepalive(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| KubeError::BuildClient(error_chain(&e)))
+}
+
+/// The `message` of a Kubernetes `Status` body, or the body itself.
+fn status_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Status>(body) {
+        Ok(Status { message: Some(m) }) => m,
+        _ => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                "empty body".into()
+            } else {
+                text.chars().take(200).collect()
+            }
+        }
+    }
+}
+
+/// Sorts a transport failure into connect / TLS / timeout / other.
+pub(crate) fn classify(server: &str, op: &Operation, e: &reqwest::Error) -> KubeError {
+    if let Some(tls) = find_rustls_error(e) {
+        return KubeError::Tls {
+            server: server.to_string(),
+            reason: tls.to_string(),
+        };
+    }
+    if e.is_connect() {
+        let reason = find_io_error(e).map_or_else(|| error_chain(e), io_reason);
+        return KubeError::Connect {
+            server: server.to_string(),
+            reason,
+        };
+    }
+    KubeError::Transport {
+        op: op.clone(),
+        reason: error_chain(e),
+    }
+}
+
+/// A short, lower-case description of an I/O error ("connection refused").
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => "connection refused".into(),
+        ConnectionReset => "connection reset".into(),
+        TimedOut => "timed out".into(),
+        HostUnreachable => "host unreachable".into(),
+        NetworkUnreachable => "network unreachable".into(),
+        AddrNotAvailable => "address not available".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn walk<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    // io::Error::source() skips the error it wraps, so look inside by hand.
+    let mut next: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
+    std::iter::from_fn(move || {
+        let cur = next?;
+        next = match cur
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => cur.source(),
+        };
+        Some(cur)
+    })
+}
+
+pub(crate) fn find_rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    walk(e).find_map(|e| e.downcast_ref::<rustls::Error>())
+}
+
+pub(crate) fn find_io_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a std::io::Error> {
+    walk(e)
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .last()
+}
+
+/// The error and its sources joined by ": ".
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in walk(e) {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,22 @@
+//! The Kubernetes Lease lock, client-go compatible, written for ha-vip.
+//!
+//! [`Elector`] competes for one `coordination.k8s.io/v1` Lease through a
+//! [`LeaseStore`] ([`KubeLeaseStore`] for the API server, [`FakeLeaseStore`]
+//! in memory) and reports [`LeaseEvent`]s. Expiry is judged on the local
+//! monotonic clock only: a Lease held by another node expires
+//! `leaseDurationSeconds` after this node saw it change.
+
+mod elector;
+mod event;
+mod fake;
+mod record;
+mod store;
+
+pub use elector::Elector;
+pub use event::{LeaseEvent, LostReason, Timings};
+pub use fake::FakeLeaseStore;
+pub use record::{LeaseRecord, StoredLease, format_micro_time};
+pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WatchEvent};
+
+#[cfg(test)]
+mod tests;

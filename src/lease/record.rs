@@ -1,0 +1,179 @@
+//! The Lease object as client-go writes it (coordination.k8s.io/v1).
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The leader-election fields of a Lease's spec.
+///
+/// Times are wall-clock times written for people reading
+/// `kubectl get lease -o yaml`; ha-vip never compares them with its own
+/// clock (expiry is judged on the local monotonic clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    /// Node holding the lease; empty when released or never held.
+    pub holder: String,
+    /// `leaseDurationSeconds`.
+    pub duration_seconds: u32,
+    /// `acquireTime`.
+    pub acquire_time: Option<SystemTime>,
+    /// `renewTime`.
+    pub renew_time: Option<SystemTime>,
+    /// `leaseTransitions`: how often the holder changed.
+    pub transitions: u32,
+}
+
+impl LeaseRecord {
+    /// The holder, `None` when the lease is free.
+    pub fn holder(&self) -> Option<&str> {
+        (!self.holder.is_empty()).then_some(self.holder.as_str())
+    }
+
+    /// `leaseDurationSeconds` as a duration.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(u64::from(self.duration_seconds))
+    }
+}
+
+/// A Lease as stored by the API server: the record plus the
+/// `resourceVersion` an update must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLease {
+    /// The leader-election fields.
+    pub record: LeaseRecord,
+    /// `metadata.resourceVersion`; changes with every write.
+    pub resource_version: String,
+    /// The object's metadata, sent back unchanged on update so that labels
+    /// and annotations survive (client-go does the same).
+    pub(crate) metadata: Map<String, Value>,
+}
+
+impl StoredLease {
+    /// A stored lease without extra metadata (for fakes and tests).
+    pub fn new(record: LeaseRecord, resource_version: impl Into<String>) -> Self {
+        Self {
+            record,
+            resource_version: resource_version.into(),
+            metadata: Map::new(),
+        }
+    }
+}
+
+/// RFC 3339 with exactly six fractional digits, as Kubernetes' MicroTime.
+pub fn format_micro_time(t: SystemTime) -> String {
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn parse_micro_time(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Spec {
+    #[serde(default)]
+    holder_identity: Option<String>,
+    #[serde(default)]
+    lease_duration_seconds: Option<u32>,
+    #[serde(default)]
+    acquire_time: Option<String>,
+    #[serde(default)]
+    renew_time: Option<String>,
+    #[serde(default)]
+    lease_transitions: Option<u32>,
+}
+
+/// The JSON of a Lease object, as far as ha-vip reads it.
+#[derive(Deserialize)]
+pub(crate) struct LeaseObject {
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    #[serde(default)]
+    spec: Spec,
+}
+
+impl LeaseObject {
+    /// Converts into a stored lease; `None` without a resourceVersion.
+    pub(crate) fn into_stored(self) -> Option<StoredLease> {
+        let rv = self.metadata.get("resourceVersion")?.as_str()?.to_string();
+        let s = self.spec;
+        Some(StoredLease {
+            record: LeaseRecord {
+                holder: s.holder_identity.unwrap_or_default(),
+                duration_seconds: s.lease_duration_seconds.unwrap_or(0),
+                acquire_time: s.acquire_time.as_deref().and_then(parse_micro_time),
+                renew_time: s.renew_time.as_deref().and_then(parse_micro_time),
+                transitions: s.lease_transitions.unwrap_or(0),
+            },
+            resource_version: rv,
+            metadata: self.metadata,
+        })
+    }
+}
+
+/// The JSON body of a create (`metadata` = name + namespace) or an update
+/// (`metadata` = the stored metadata, which carries the resourceVersion).
+pub(crate) fn lease_json(metadata: Map<String, Value>, r: &LeaseRecord) -> Value {
+    // client-go writes every field, the empty holder included.
+    let spec = Spec {
+        holder_identity: Some(r.holder.clone()),
+        lease_duration_seconds: Some(r.duration_seconds),
+        acquire_time: r.acquire_time.map(format_micro_time),
+        renew_time: r.renew_time.map(format_micro_time),
+        lease_transitions: Some(r.transitions),
+    };
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": spec,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn micro_time_has_six_digits() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_316_645_123_456);
+        assert_eq!(format_micro_time(t), "2026-11-22T03:04:05.123456Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_316_645);
+        assert_eq!(format_micro_time(t), "2026-11-22T03:04:05.000000Z");
+    }
+
+    #[test]
+    fn round_trip_keeps_metadata_and_fields() {
+        let json = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ha-vip", "namespace": "kube-system", "resourceVersion": "42", "labels": {"a": "b"}},
+            "spec": {"holderIdentity": "cp1", "leaseDurationSeconds": 4,
+                     "acquireTime": "2026-11-22T03:04:05.123456Z", "renewTime": "2026-11-22T03:04:06.000001Z",
+                     "leaseTransitions": 3}
+        });
+        let obj: LeaseObject = serde_json::from_value(json).unwrap();
+        let stored = obj.into_stored().unwrap();
+        assert_eq!(stored.resource_version, "42");
+        assert_eq!(stored.record.holder(), Some("cp1"));
+        assert_eq!(stored.record.transitions, 3);
+        let out = lease_json(stored.metadata.clone(), &stored.record);
+        assert_eq!(out["metadata"]["labels"]["a"], "b");
+        assert_eq!(out["metadata"]["resourceVersion"], "42");
+        assert_eq!(out["spec"]["renewTime"], "2026-11-22T03:04:06.000001Z");
+        assert_eq!(out["spec"]["acquireTime"], "2026-11-22T03:04:05.123456Z");
+        assert_eq!(out["spec"]["leaseDurationSeconds"], 4);
+    }
+
+    #[test]
+    fn released_lease_reads_as_free() {
+        let json = serde_json::json!({"metadata": {"resourceVersion": "7"}, "spec": {"holderIdentity": ""}});
+        let stored = serde_json::from_value::<LeaseObject>(json)
+            .unwrap()
+            .into_stored()
+            .unwrap();
+        assert_eq!(stored.record.holder(), None);
+        let out = lease_json(Map::new(), &stored.record);
+        assert_eq!(out["spec"]["holderIdentity"], "");
+    }
+}

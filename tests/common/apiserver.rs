@@ -1,0 +1,242 @@
+//! A real etcd + kube-apiserver for one test, started by
+//! tests/support/kube-apiserver.sh in a temporary directory and stopped on
+//! drop.
+//!
+//! Never skips silently: if the harness cannot start, the test fails, unless
+//! HAVIP_SKIP_APISERVER=1 is set outside CI (then it says loudly it skipped).
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ha_vip::config::{Credential, K8s};
+use ha_vip::kube::{Credentials, KubeClient, Operation};
+
+/// A running harness.
+pub struct ApiServer {
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+    /// How long `start` took.
+    pub startup: Duration,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/kube-apiserver.sh")
+}
+
+fn run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`kube-apiserver.sh {}` failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl ApiServer {
+    /// Starts a harness; `None` only when skipping was explicitly asked for.
+    pub fn start() -> Option<Self> {
+        match Self::try_start() {
+            Ok(s) => Some(s),
+            Err(e) if std::env::var_os("CI").is_some() => {
+                panic!("CI: the kube-apiserver harness must start: {e}")
+            }
+            Err(e) if std::env::var("HAVIP_SKIP_APISERVER").as_deref() == Ok("1") => {
+                eprintln!(
+                    "SKIPPED (HAVIP_SKIP_APISERVER=1): the kube-apiserver harness did not start: {e}"
+                );
+                None
+            }
+            Err(e) => panic!(
+                "the kube-apiserver harness did not start: {e}\n(set HAVIP_SKIP_APISERVER=1 to skip tests that need it)"
+            ),
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("havip-apiserver-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let dir_s = dir.path().to_str().ok_or("non-UTF-8 temp dir")?.to_string();
+        let t0 = Instant::now();
+        let started = run(&["start", &dir_s]);
+        let startup = t0.elapsed();
+        let mut s = Self {
+            dir,
+            env: HashMap::new(),
+            startup,
+        };
+        // On failure `s` drops here and stops whatever did start.
+        if let Err(e) = started {
+            let logs: Vec<String> = ["kube-apiserver.log", "etcd.log"]
+                .iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(s.dir.path().join(f)).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                    format!(
+                        "---- tail of {f}:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            return Err(format!("{e}\n{}", logs.join("\n")));
+        }
+        s.reload_env()?;
+        eprintln!(
+            "kube-apiserver harness ready in {} ms at {}",
+            startup.as_millis(),
+            s.server()
+        );
+        Ok(s)
+    }
+
+    fn reload_env(&mut self) -> Result<(), String> {
+        let text = std::fs::read_to_string(self.dir.path().join("env"))
+            .map_err(|e| format!("reading env: {e}"))?;
+        self.env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(())
+    }
+
+    /// A value of DIR/env.
+    pub fn var(&self, key: &str) -> String {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the harness env"))
+            .clone()
+    }
+
+    /// The harness directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// https://127.0.0.1:PORT
+    pub fn server(&self) -> String {
+        self.var("KUBE_SERVER")
+    }
+
+    /// The CA of the serving certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.var("KUBE_CA").into()
+    }
+
+    /// k8s settings for `credential`, verifying the serving cert as `kubernetes`.
+    pub fn k8s(&self, credential: Credential) -> K8s {
+        let ca_cert = match credential {
+            Credential::Kubeconfig(_) | Credential::InCluster => None,
+            _ => Some(self.ca()),
+        };
+        K8s {
+            enabled: true,
+            api_server: self.server(),
+            credential,
+            ca_cert,
+            tls_server_name: "kubernetes".into(),
+            insecure_skip_tls_verify: false,
+        }
+    }
+
+    /// A client with the admin token (system:masters).
+    pub fn admin(&self) -> KubeClient {
+        let k8s = self.k8s(Credential::Token(self.var("KUBE_ADMIN_TOKEN")));
+        KubeClient::new(
+            &k8s,
+            Credentials::load(&k8s).unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    /// Stops kube-apiserver only (etcd keeps the data).
+    pub async fn stop_apiserver(&self) {
+        self.script_async("stop-apiserver").await;
+    }
+
+    /// Starts kube-apiserver again on the same port.
+    pub async fn start_apiserver(&self) {
+        self.script_async("start-apiserver").await;
+    }
+
+    async fn script_async(&self, cmd: &str) {
+        let out = tokio::process::Command::new("bash")
+            .arg(script())
+            .arg(cmd)
+            .arg(self.dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kube-apiserver.sh {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Creates every object of a multi-document YAML file as admin (there
+    /// is no kubectl): RBAC objects and namespaces.
+    pub async fn apply(&self, path: &Path) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        let admin = self.admin();
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let ns = doc["metadata"]["namespace"].as_str().map(String::from);
+            let (resource, url) = match (kind.as_str(), &ns) {
+                ("Role", Some(ns)) => (
+                    "roles",
+                    format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles"),
+                ),
+                ("RoleBinding", Some(ns)) => (
+                    "rolebindings",
+                    format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+                ),
+                ("ClusterRole", None) => (
+                    "clusterroles",
+                    "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+                ),
+                ("ClusterRoleBinding", None) => (
+                    "clusterrolebindings",
+                    "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+                ),
+                ("Namespace", None) => ("namespaces", "/api/v1/namespaces".into()),
+                other => panic!("apply: unsupported object {other:?}"),
+            };
+            let op = Operation {
+                verb: "create",
+                resource,
+                namespace: ns.as_deref().map(Into::into),
+                name: None,
+            };
+            let _: serde_json::Value = admin
+                .post(&op, &url, &doc)
+                .await
+                .unwrap_or_else(|e| panic!("apply {kind}: {e}"));
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.path().to_str()
+            && let Err(e) = run(&["stop", dir])
+        {
+            eprintln!("stopping the harness: {e}");
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The health probe against a real kube-apiserver and against local HTTPS
+//! stubs (self-signed certificate for `kubernetes`, made here with rcgen).
+
+#[path = "common/apiserver.rs"]
+mod apiserver;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apiserver::ApiServer;
+use ha_vip::config::{Credential, Health, K8s};
+use ha_vip::health::{HttpProbe, Probe};
+use ha_vip::kube::Credentials;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+fn health(endpoint: String, ca: Option<PathBuf>, timeout: Duration) -> Health {
+    Health {
+        endpoint,
+        interval: Duration::from_secs(2),
+        timeout,
+        stability_buffer: Duration::from_secs(5),
+        ca_cert: ca,
+        tls_server_name: "kubernetes".into(),
+        insecure_skip_tls_verify: false,
+    }
+}
+
+/// An HTTPS server on loopback answering every request with `answer`, or
+/// never answering when it is `None`. Requests' heads go to the channel.
+struct Stub {
+    port: u16,
+    ca: PathBuf,
+    heads: mpsc::UnboundedReceiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn http(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn stub(answer: Option<String>) -> Stub {
+    let certified = rcgen::generate_simple_self_signed(vec!["kubernetes".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let chain = vec![CertificateDer::from(certified.cert.der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, heads) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let answer = answer.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                match answer {
+                    Some(a) => {
+                        let _ = tls.write_all(a.as_bytes()).await;
+                        let _ = tls.shutdown().await;
+                    }
+                    // Accept, read, never answer.
+                    None => std::future::pending::<()>().await,
+                }
+            });
+        }
+    });
+    Stub {
+        port,
+        ca,
+        heads,
+        _dir: dir,
+    }
+}
+
+impl Stub {
+    fn probe(&self, timeout: Duration, creds: Option<&Credentials>) -> HttpProbe {
+        let h = health(
+            format!("https://127.0.0.1:{}/readyz", self.port),
+            Some(self.ca.clone()),
+            timeout,
+        );
+        HttpProbe::new(&h, creds).unwrap()
+    }
+}
+
+fn token_creds(token: &str) -> Credentials {
+    let k8s = K8s {
+        enabled: true,
+        api_server: "https://127.0.0.1:6443".into(),
+        credential: Credential::Token(token.into()),
+        ca_cert: None,
+        tls_server_name: "kubernetes".into(),
+        insecure_skip_tls_verify: false,
+    };
+    Credentials::load(&k8s).unwrap()
+}
+
+#[tokio::test]
+async fn ok_is_healthy_and_the_token_is_sent() {
+    let mut s = stub(Some(http("200 OK", "ok"))).await;
+    let creds = token_creds("sekret");
+    let r = s.probe(Duration::from_secs(1), Some(&creds)).probe().await;
+    assert!(r.healthy, "{r:?}");
+    assert_eq!(r.reason, "ok");
+    let head = s.heads.recv().await.unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("get /readyz http/1.1"), "{head}");
+    assert!(head.contains("authorization: bearer sekret"), "{head}");
+}
+
+#[tokio::test]
+async fn a_failing_readyz_names_the_failed_checks() {
+    let body = "[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[+]poststarthook/start-kube-apiserver-admission-initializer ok\nreadyz check failed\n";
+    let s = stub(Some(http("500 Internal Server Error", body))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert!(!r.healthy);
+    assert_eq!(r.reason, "/readyz 500: [-]etcd failed: reason withheld");
+}
+
+#[tokio::test]
+async fn a_wrong_body_is_unhealthy() {
+    let s = stub(Some(http("200 OK", "[-]etcd failed"))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert!(!r.healthy);
+    assert_eq!(r.reason, "body \"[-]etcd failed\"");
+}
+
+#[tokio::test]
+async fn forbidden_names_the_missing_rbac_rule() {
+    let s = stub(Some(http("403 Forbidden", "{\"kind\":\"Status\"}"))).await;
+    let r = s
+        .probe(Duration::from_secs(1), Some(&token_creds("t")))
+        .probe()
+        .await;
+    assert!(!r.healthy);
+    assert!(r.reason.starts_with("/readyz 403"), "{}", r.reason);
+    assert!(
+        r.reason.contains("nonResourceURLs [\"/readyz\"]"),
+        "{}",
+        r.reason
+    );
+    assert!(
+        r.reason.contains("system:public-info-viewer"),
+        "{}",
+        r.reason
+    );
+    let s = stub(Some(http("401 Unauthorized", ""))).await;
+    let r = s
+        .probe(Duration::from_secs(1), Some(&token_creds("t")))
+        .probe()
+        .await;
+    assert!(
+        r.reason.contains("rejected the credential from k8s.token"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let mut s = stub(None).await;
+    let t0 = Instant::now();
+    let r = s.probe(Duration::from_millis(300), None).probe().await;
+    let took = t0.elapsed();
+    assert!(!r.healthy);
+    assert_eq!(r.reason, "timeout after 300ms");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        s.heads.recv().await.is_some(),
+        "the request was sent before the timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_a_tls_failure() {
+    let s = stub(Some(http("200 OK", "ok"))).await;
+    let mut h = health(
+        format!("https://127.0.0.1:{}/readyz", s.port),
+        Some(s.ca.clone()),
+        Duration::from_secs(1),
+    );
+    h.tls_server_name = "other-name".into();
+    let r = HttpProbe::new(&h, None).unwrap().probe().await;
+    assert!(!r.healthy);
+    assert!(r.reason.starts_with("TLS: "), "{}", r.reason);
+    assert!(
+        r.reason.contains("not valid for name \"other-name\""),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_connection_refused() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    let s = stub(Some(http("200 OK", "ok"))).await;
+    std::fs::copy(&s.ca, ca.path()).unwrap();
+    let h = health(
+        format!("https://127.0.0.1:{port}/readyz"),
+        Some(ca.path().into()),
+        Duration::from_secs(1),
+    );
+    let r = HttpProbe::new(&h, None).unwrap().probe().await;
+    assert_eq!(
+        (r.healthy, r.reason.as_str()),
+        (false, "connection refused")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_readyz_is_healthy_until_the_apiserver_stops() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let endpoint = format!("{}/readyz", api.server());
+    // Anonymous, as most nodes run it: system:public-info-viewer allows /readyz.
+    let anonymous = HttpProbe::new(
+        &health(endpoint.clone(), Some(api.ca()), Duration::from_secs(1)),
+        None,
+    )
+    .unwrap();
+    let r = anonymous.probe().await;
+    assert!(r.healthy, "{r:?}");
+    // With the node's kubeconfig: its client certificate, and its CA (no health.ca_cert).
+    let node =
+        Credentials::load(&api.k8s(Credential::Kubeconfig(api.var("KUBECONFIG_NODE").into())))
+            .unwrap();
+    let with_cert = HttpProbe::new(
+        &health(endpoint.clone(), None, Duration::from_secs(1)),
+        Some(&node),
+    )
+    .unwrap();
+    assert!(with_cert.probe().await.healthy);
+    // With the admin token.
+    let admin =
+        Credentials::load(&api.k8s(Credential::Token(api.var("KUBE_ADMIN_TOKEN")))).unwrap();
+    let with_token = HttpProbe::new(
+        &health(endpoint.clone(), None, Duration::from_secs(1)),
+        Some(&admin),
+    )
+    .unwrap();
+    assert!(with_token.probe().await.healthy);
+    // The client CA did not sign the serving certificate.
+    let wrong_ca = HttpProbe::new(
+        &health(
+            endpoint,
+            Some(api.var("KUBE_CLIENT_CA").into()),
+            Duration::from_secs(1),
+        ),
+        None,
+    )
+    .unwrap();
+    let r = wrong_ca.probe().await;
+    assert!(!r.healthy && r.reason.starts_with("TLS: "), "{r:?}");
+
+    api.stop_apiserver().await;
+    let r = anonymous.probe().await;
+    assert_eq!(
+        (r.healthy, r.reason.as_str()),
+        (false, "connection refused")
+    );
+    api.start_apiserver().await;
+    assert!(anonymous.probe().await.healthy);
+}
