@@ -15,7 +15,10 @@ fn main() -> ExitCode {
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            let message = e.to_string();
+            if !message.is_empty() {
+                eprintln!("{message}");
+            }
             ExitCode::from(e.exit_code())
         }
     }
@@ -23,7 +26,7 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Run { config } => cli::run(load_for_daemon(&config)?),
+        Command::Run { config: path } => cli::run(&path, load_for_daemon(&path)?),
         Command::Release { config } => cli::release(load_for_daemon(&config)?),
         Command::Status { json, config } => {
             logging::init_stderr("warn");

@@ -47,7 +47,9 @@ fn example() -> String {
 /// A config file in a temp dir, from the minimal one plus `extra` lines.
 fn temp_config(extra: &str) -> tempfile::NamedTempFile {
     let f = tempfile::NamedTempFile::new().expect("temp file");
-    let base = "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/kubernetes/admin.conf\n";
+    // An interface that does not exist, metrics off and a kubeconfig that is
+    // not there: `run` fails at setup instead of touching the host.
+    let base = "node_name: cp1\ninterface: hvnone0\nvips: [10.0.0.100]\nmetrics:\n  enabled: false\nk8s:\n  kubeconfig: /nonexistent/admin.conf\n";
     fs::write(f.path(), format!("{base}{extra}")).expect("write config");
     f
 }
@@ -166,22 +168,37 @@ fn daemon_commands_reject_a_bad_config_with_78() {
 }
 
 #[test]
-fn daemon_commands_not_yet_built_exit_69() {
-    let good = temp_config("");
-    let good = good.path().display().to_string();
-    for (args, cmd) in [
-        (vec!["run", "-c", &good], "run"),
-        (vec!["release", "-c", &good], "release"),
-        (vec!["status", "-c", &good], "status"),
-    ] {
-        let o = ha_vip(&args);
-        assert_eq!(code(&o), 69, "{args:?}");
-        assert!(
-            text(&o.stderr).contains(&format!("ha-vip {cmd}: not available yet in this build")),
-            "{}",
-            text(&o.stderr)
-        );
-    }
+fn run_without_its_credential_exits_1_with_the_path() {
+    let cfg = temp_config("");
+    let o = ha_vip(&["run", "-c", &cfg.path().display().to_string()]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("/nonexistent/admin.conf"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn status_without_a_daemon_exits_3() {
+    let run_dir = tempfile::tempdir().expect("temp dir");
+    let cfg = temp_config(&format!("run_dir: {}\n", run_dir.path().display()));
+    let o = ha_vip(&["status", "-c", &cfg.path().display().to_string()]);
+    assert_eq!(code(&o), 3, "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("ha-vip is not running"),
+        "{}",
+        text(&o.stdout)
+    );
+}
+
+#[test]
+fn release_names_a_missing_interface() {
+    let run_dir = tempfile::tempdir().expect("temp dir");
+    let cfg = temp_config(&format!("run_dir: {}\n", run_dir.path().display()));
+    let o = ha_vip(&["release", "-c", &cfg.path().display().to_string()]);
+    assert_eq!(code(&o), 1, "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("hvnone0"), "{}", text(&o.stderr));
 }
 
 #[test]
@@ -219,7 +236,7 @@ fn journal_stream_of_our_stderr_selects_journald_or_falls_back() {
         .stderr(stderr.reopen().expect("reopen"))
         .output()
         .expect("runs");
-    assert_eq!(code(&o), 69);
+    assert_eq!(code(&o), 1);
     let err = fs::read_to_string(stderr.path()).expect("read stderr");
     if Path::new("/run/systemd/journal/socket").exists() {
         // The log line went to the journal, not to stderr.

@@ -27,8 +27,6 @@ pub mod exit {
     pub const RUNTIME: u8 = 1;
     /// Bad arguments (clap's own code).
     pub const USAGE: u8 = 2;
-    /// EX_UNAVAILABLE: the command is not available in this build.
-    pub const UNAVAILABLE: u8 = 69;
     /// EX_CONFIG: the configuration is missing, unreadable or invalid.
     pub const CONFIG: u8 = 78;
 }
@@ -82,12 +80,29 @@ pub enum CliError {
     /// The configuration is missing, unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The command needs machinery this build does not have.
-    #[error("ha-vip {command}: not available yet in this build")]
-    Unavailable {
-        /// The subcommand, e.g. `run`.
-        command: &'static str,
+    /// The daemon stopped with an error.
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// `release` while the daemon runs.
+    #[error(
+        "ha-vip is running (pid {pid}); stop it first (systemctl stop ha-vip), which also releases"
+    )]
+    DaemonRunning {
+        /// The daemon's pid.
+        pid: u32,
     },
+    /// `release` could not remove the VIPs.
+    #[error("release failed: {0}")]
+    Release(String),
+    /// The status file could not be read.
+    #[error(transparent)]
+    Status(#[from] crate::observe::StatusError),
+    /// The command has reported already; exit with this code.
+    #[error("")]
+    Exit(u8),
     /// Writing the command's output failed (e.g. a closed pipe).
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
@@ -97,9 +112,14 @@ impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => exit::CONFIG,
-            Self::Unavailable { .. } => exit::UNAVAILABLE,
-            Self::Output(_) => exit::RUNTIME,
+            Self::Config(_) | Self::Daemon(crate::daemon::DaemonError::Config(_)) => exit::CONFIG,
+            Self::Exit(code) => *code,
+            Self::Daemon(_)
+            | Self::Runtime(_)
+            | Self::DaemonRunning { .. }
+            | Self::Release(_)
+            | Self::Status(_)
+            | Self::Output(_) => exit::RUNTIME,
         }
     }
 }
@@ -139,12 +159,8 @@ mod tests {
 
     #[test]
     fn every_error_has_its_code() {
-        let unavailable = CliError::Unavailable { command: "run" };
-        assert_eq!(unavailable.exit_code(), 69);
-        assert_eq!(
-            unavailable.to_string(),
-            "ha-vip run: not available yet in this build"
-        );
+        assert_eq!(CliError::Exit(3).exit_code(), 3);
+        assert_eq!(CliError::DaemonRunning { pid: 7 }.exit_code(), 1);
         let missing = load(Path::new("/nonexistent/ha-vip.yaml")).expect_err("no such file");
         assert_eq!(missing.exit_code(), 78);
         assert!(

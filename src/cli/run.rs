@@ -1,13 +1,20 @@
 //! `ha-vip run`: the daemon.
 
+use std::path::Path;
+
 use super::CliError;
 use crate::config::Config;
+use crate::daemon;
 
-/// Runs the daemon with `config` until it is told to stop.
-///
-/// This build has no daemon yet: it reports [`CliError::Unavailable`]
-/// (exit 69) after the configuration was validated.
-pub fn run(config: Config) -> Result<(), CliError> {
-    let _ = config;
-    Err(CliError::Unavailable { command: "run" })
+/// Runs the daemon with `config` (read from `path`, re-read on SIGHUP) until
+/// SIGTERM or SIGINT.
+pub fn run(path: &Path, config: Config) -> Result<(), CliError> {
+    // One thread is plenty: every task waits on the network or a timer, and
+    // a single thread keeps the daemon's footprint small.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+    runtime.block_on(daemon::run(path, config))?;
+    Ok(())
 }

@@ -10,12 +10,14 @@ mod elector;
 mod event;
 mod fake;
 mod record;
+mod release;
 mod store;
 
 pub use elector::Elector;
 pub use event::{LeaseEvent, LostReason, Timings};
 pub use fake::FakeLeaseStore;
 pub use record::{LeaseRecord, StoredLease, format_micro_time};
+pub use release::release_if_held;
 pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WatchEvent};
 
 #[cfg(test)]

@@ -15,5 +15,5 @@ pub use metrics::{AnnounceFamily, LeaseOp, Metrics};
 pub use reason::{Role, TransitionReason};
 pub use status::{
     Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus, print_status,
-    render_status, write_status,
+    render_status, running_daemon, write_status,
 };

@@ -395,6 +395,13 @@ pub fn write_status(
     Ok(if running { 0 } else { EXIT_NOT_RUNNING })
 }
 
+/// The pid of the daemon that wrote `path`, if that process is still alive.
+pub fn running_daemon(path: &Path) -> Option<u32> {
+    let text = fs::read_to_string(path).ok()?;
+    let status: Status = serde_json::from_str(&text).ok()?;
+    (status.pid != std::process::id() && process_alive(status.pid)).then_some(status.pid)
+}
+
 /// Whether a process with this pid exists (EPERM means it does, owned by someone else).
 fn process_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {

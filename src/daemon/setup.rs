@@ -1,0 +1,258 @@
+//! Building the daemon's parts, and tearing them down.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::Daemon;
+use crate::announce::{AnnounceError, Announcer, RawAnnouncer, Schedule};
+use crate::config::{Config, Vip};
+use crate::health::{self, HealthError, HttpProbe, StabilityFilter};
+use crate::kube::{KubeClient, KubeError};
+use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
+use crate::machine::Machine;
+use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
+use crate::systemd::SdNotifier;
+use crate::vip::{self, AddressTable, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
+
+/// A part of the daemon that could not start; each says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The netlink address table or watcher could not be opened.
+    #[error("{0}")]
+    Vip(#[from] VipError),
+    /// Leftover VIPs could not be removed at start.
+    #[error("failed to remove leftover VIPs at start: {0}")]
+    Cleanup(#[from] CleanupError),
+    /// The raw socket for announcements could not be opened.
+    #[error("{0} (needs CAP_NET_RAW)")]
+    Announce(#[from] AnnounceError),
+    /// The Kubernetes client could not be built (credential, CA, URL).
+    #[error("{0}")]
+    Kube(#[from] KubeError),
+    /// The health probe could not be built.
+    #[error("{0}")]
+    Health(#[from] HealthError),
+    /// The metrics endpoint could not listen.
+    #[error("{0}")]
+    Metrics(#[from] MetricsError),
+}
+
+impl SetupError {
+    /// True when the cause is a missing permission (as opposed to, say, an
+    /// interface that does not exist yet).
+    pub fn is_permission(&self) -> bool {
+        self.to_string().contains("CAP_NET_")
+    }
+}
+
+/// The tasks and handles the daemon owns.
+pub(crate) struct Parts {
+    pub(crate) table: Arc<NetlinkAddressTable>,
+    pub(crate) announcer: Arc<RawAnnouncer>,
+    pub(crate) guard: Guard,
+    campaign: Option<watch::Sender<bool>>,
+    elector: Option<JoinHandle<()>>,
+    health: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
+}
+
+impl Parts {
+    /// Tells the elector whether to compete for (and keep) the lease.
+    pub(crate) fn campaign(&self, on: bool) {
+        if let Some(c) = &self.campaign {
+            c.send_replace(on);
+        }
+    }
+
+    /// Drops the campaign sender, which makes the elector release the lease
+    /// (if held) and end; returns the elector's task to wait for.
+    pub(crate) fn stop_campaign(&mut self) -> JoinHandle<()> {
+        self.campaign = None;
+        self.elector
+            .take()
+            .unwrap_or_else(|| tokio::spawn(async {}))
+    }
+
+    /// Removes every configured VIP, logging what fails.
+    pub(crate) async fn remove_all(&self, cfg: &Config) {
+        if let Err(e) = self.guard.release().await {
+            tracing::error!(error = %e, "VIP guard stopped");
+        }
+        for &v in &cfg.vips {
+            self.announcer.stop(v);
+        }
+        if let Err(e) = vip::remove_all(self.table.as_ref(), &cfg.vips).await {
+            tracing::error!(
+                error = %e,
+                "failed to remove VIPs; the kernel deletes them when their lifetime ends"
+            );
+        }
+    }
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        self.health.abort();
+        if let Some(m) = &self.metrics_server {
+            m.abort();
+        }
+    }
+}
+
+/// Opens everything, removes leftover VIPs, and starts the tasks.
+pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
+    let notifier = SdNotifier::from_env();
+    let table = Arc::new(NetlinkAddressTable::connect(&cfg.interface)?);
+    // We hold no lease yet, so any VIP of ours on the interface is a leftover.
+    match vip::remove_all(table.as_ref(), &cfg.vips).await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                interface = %cfg.interface,
+                vips = %super::effects::list(&removed),
+                "removed leftover VIPs at start"
+            );
+        }
+        Ok(_) => {}
+        Err(e) if e.to_string().contains("CAP_NET_ADMIN") => return Err(e.into()),
+        // A missing interface is not fatal: adding the VIP will fail and
+        // hand the lease to a node that can serve it.
+        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
+    }
+    let schedule = Schedule {
+        count: cfg.announce.count,
+        spacing: cfg.announce.spacing,
+        second_burst_delay: cfg.announce.second_burst_delay,
+        refresh_interval: cfg.announce.refresh_interval,
+    };
+    let announcer = Arc::new(RawAnnouncer::new(&cfg.interface, schedule)?);
+    let watcher = Watcher::start(&cfg.interface, &cfg.vips).await?;
+    let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
+
+    let metrics = Metrics::new(&cfg.vips);
+    let metrics_server = match cfg.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::bind(addr).await?;
+            Some(tokio::spawn(server.run(metrics.clone())))
+        }
+        None => None,
+    };
+
+    let (campaign_tx, campaign_rx) = watch::channel(false);
+    let (lease_tx, lease_events) = mpsc::channel(64);
+    let (client_creds, elector) = if cfg.k8s.enabled {
+        let client = KubeClient::from_config(&cfg)?;
+        let creds = client.credentials().clone();
+        if cfg.k8s.insecure_skip_tls_verify {
+            tracing::warn!(
+                server = %cfg.k8s.api_server,
+                "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
+            );
+        }
+        let store = KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name);
+        let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
+        (
+            Some(creds),
+            tokio::spawn(elector.run(campaign_rx, lease_tx)),
+        )
+    } else {
+        tracing::warn!(
+            "k8s.enabled is false: single-node mode, the VIP is held whenever the local API server is healthy; never run two nodes like this"
+        );
+        let period = cfg.lease.retry_period;
+        (None, tokio::spawn(solo(campaign_rx, lease_tx, period)))
+    };
+
+    let probe = HttpProbe::new(&cfg.health, client_creds.as_ref())?;
+    let (health_tx, health_reports) = mpsc::channel(16);
+    let health = tokio::spawn(health::monitor(
+        probe,
+        cfg.health.interval,
+        StabilityFilter::new(cfg.health.stability_buffer),
+        health_tx,
+    ));
+
+    let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
+    let status_writer = StatusWriter::new(cfg.status_file());
+    Ok(Daemon {
+        machine: Machine::new(cfg.lease.renew_deadline),
+        parts: Parts {
+            table,
+            announcer,
+            guard,
+            campaign: Some(campaign_tx),
+            elector: Some(elector),
+            health,
+            metrics_server,
+        },
+        lease_events,
+        health_reports,
+        net_events,
+        notifier,
+        status,
+        status_writer,
+        metrics,
+        holder: None,
+        last_probe: String::from("no probe yet"),
+        leader_since: None,
+        last_sd_status: String::new(),
+        cfg,
+    })
+}
+
+/// Single-node mode: "the lease" is granted whenever we campaign, renewed
+/// every `period`, so the VIP keeps the same kernel fence as with a Lease.
+async fn solo(
+    mut campaign: watch::Receiver<bool>,
+    events: mpsc::Sender<LeaseEvent>,
+    period: std::time::Duration,
+) {
+    let mut held = false;
+    loop {
+        let wanted = *campaign.borrow_and_update();
+        let now = Instant::now();
+        let event = match (wanted, held) {
+            (true, false) => Some(LeaseEvent::Acquired { sent_at: now }),
+            (true, true) => Some(LeaseEvent::Renewed { sent_at: now }),
+            (false, true) => Some(LeaseEvent::Lost {
+                reason: crate::lease::LostReason::Released,
+                at: now,
+            }),
+            (false, false) => None,
+        };
+        held = wanted;
+        if let Some(e) = event
+            && events.send(e).await.is_err()
+        {
+            return;
+        }
+        tokio::select! {
+            r = campaign.changed() => if r.is_err() { return },
+            () = tokio::time::sleep(period), if held => {}
+        }
+    }
+}
+
+/// The VIPs of `cfg` that are not in `keep`.
+pub(super) fn dropped(cfg: &[Vip], keep: &[Vip]) -> Vec<Vip> {
+    cfg.iter().filter(|v| !keep.contains(v)).copied().collect()
+}
+
+/// Adds or refreshes `vips` with `lifetime`; returns the first failure.
+pub(super) async fn set_all(
+    table: &NetlinkAddressTable,
+    vips: &[Vip],
+    lifetime: vip::Lifetime,
+) -> Result<(), VipError> {
+    let mut first = None;
+    for &v in vips {
+        if let Err(e) = table.add_or_refresh(v, lifetime).await {
+            tracing::error!(error = %e, vip = %v, "failed to add VIP");
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}

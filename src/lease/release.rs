@@ -1,0 +1,39 @@
+//! Giving up the Lease from outside the elector: `ha-vip release` after the
+//! daemon has gone (systemd's ExecStopPost, also after a crash).
+
+use std::time::SystemTime;
+
+use super::{KubeLeaseStore, LeaseRecord, LeaseStore};
+use crate::config::Config;
+use crate::kube::KubeError;
+
+/// Releases the Lease as client-go's ReleaseOnCancel does (holder "",
+/// duration 1 s, transitions kept) if this node still holds it. Returns
+/// whether it did. Call it only once this node's VIPs are gone: a standby
+/// takes the released Lease, and the VIP, within milliseconds.
+pub async fn release_if_held(config: &Config) -> Result<bool, KubeError> {
+    if !config.k8s.enabled {
+        return Ok(false);
+    }
+    let store = KubeLeaseStore::from_config(config)?;
+    let Some(current) = store.get().await? else {
+        return Ok(false);
+    };
+    if current.record.holder != config.node_name {
+        return Ok(false);
+    }
+    let now = SystemTime::now();
+    let record = LeaseRecord {
+        holder: String::new(),
+        duration_seconds: 1,
+        acquire_time: Some(now),
+        renew_time: Some(now),
+        transitions: current.record.transitions,
+    };
+    match store.update(&current, &record).await {
+        Ok(_) => Ok(true),
+        // Someone wrote it since we read it: it is not ours to release.
+        Err(e) if e.is_conflict() || e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
