@@ -14,6 +14,7 @@
 pub mod forward;
 pub mod meter;
 pub mod netns;
+pub mod node;
 
 use std::net::Ipv4Addr;
 use std::process::Command;

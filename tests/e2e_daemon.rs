@@ -1,0 +1,160 @@
+//! End to end: the real `ha-vip run` on two nodes (network namespaces) against
+//! the real kube-apiserver. One holds the VIP and the Lease; SIGTERM moves
+//! both to the other; a SIGKILLed holder loses the VIP to the kernel fence.
+
+#[path = "common/apiserver.rs"]
+mod apiserver;
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use common::lab::node::{Access, Node};
+use common::lab::{Lab, forward::Forwarder, meter};
+use ha_vip::lease::{KubeLeaseStore, LeaseStore};
+use nix::sys::signal::Signal;
+
+/// Polls `cond` every 20 ms for up to `bound`; returns how long it took.
+fn wait_for(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < bound {
+        if cond() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within {bound:?}");
+}
+
+async fn holder(store: &KubeLeaseStore) -> Option<String> {
+    store
+        .get()
+        .await
+        .expect("GET lease")
+        .map(|l| l.record.holder)
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
+    let Some(api) = apiserver::ApiServer::start() else {
+        return;
+    };
+    let lab = Lab::new(2);
+    let target = api
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("server addr");
+    let _fwd: Vec<Forwarder> = lab
+        .nodes
+        .iter()
+        .map(|ns| Forwarder::start(ns, "0.0.0.0:6443".parse().unwrap(), target))
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).unwrap();
+    let lease = format!("e2e-{}", lab.prefix);
+    let access = Access {
+        ca: api.ca(),
+        token_file,
+        lease: lease.clone(),
+    };
+    let vip = lab.vip().to_string();
+    let mut nodes: Vec<Node> = lab
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| Node::new(dir.path(), ns, &format!("n{}", i + 1), &vip, &access, ""))
+        .collect();
+    let store = KubeLeaseStore::new(api.admin(), "kube-system", lease);
+    let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+
+    for n in &mut nodes {
+        n.start();
+    }
+    // One node gets the VIP; the Lease names it.
+    let took = wait_for("a VIP holder", Duration::from_secs(40), || {
+        lab.has_vip(0) || lab.has_vip(1)
+    });
+    eprintln!("first VIP holder after {took:?}");
+    let first = if lab.has_vip(0) { 0 } else { 1 };
+    let other = 1 - first;
+    assert_eq!(
+        holder(&store).await.as_deref(),
+        Some(nodes[first].name.as_str())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        lab.has_vip(first) && !lab.has_vip(other),
+        "exactly one holder"
+    );
+
+    // The status command reads the running daemon's status file.
+    let status = std::process::Command::new(common::lab::node::binary())
+        .args(["status", "--json", "--config"])
+        .arg(&nodes[first].config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(status["role"], "leader", "{status}");
+    assert_eq!(status["vips"][0]["present"], true, "{status}");
+
+    // SIGTERM: graceful handover to the other node.
+    let t = Instant::now();
+    nodes[first].signal(Signal::SIGTERM);
+    let code = nodes[first].wait(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM exit; log:\n{}",
+        nodes[first].log_text()
+    );
+    assert!(!lab.has_vip(first), "VIP left behind after SIGTERM");
+    wait_for("handover after SIGTERM", Duration::from_secs(10), || {
+        lab.has_vip(other)
+    });
+    eprintln!(
+        "SIGTERM handover: VIP on the other node {:?} after the signal",
+        t.elapsed()
+    );
+    assert_eq!(
+        holder(&store).await.as_deref(),
+        Some(nodes[other].name.as_str())
+    );
+
+    // The stopped node comes back as a standby.
+    nodes[first].start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!lab.has_vip(first) && lab.has_vip(other));
+
+    // SIGKILL of the holder: nobody removes its VIP but the kernel fence.
+    let t = Instant::now();
+    nodes[other].signal(Signal::SIGKILL);
+    nodes[other].wait(Duration::from_secs(5));
+    let gone = wait_for(
+        "kernel fence removes the killed holder's VIP",
+        Duration::from_secs(6),
+        || !lab.has_vip(other),
+    );
+    eprintln!("SIGKILL: VIP gone from the killed node after {gone:?} (no ExecStopPost)");
+    wait_for("takeover after SIGKILL", Duration::from_secs(20), || {
+        lab.has_vip(first)
+    });
+    eprintln!(
+        "SIGKILL: VIP on the standby {:?} after the kill",
+        t.elapsed()
+    );
+    assert_eq!(
+        holder(&store).await.as_deref(),
+        Some(nodes[first].name.as_str())
+    );
+
+    let samples = holders.finish();
+    let overlap = meter::overlap(&samples);
+    assert_eq!(overlap, Duration::ZERO, "two nodes held the VIP at once");
+    for n in &nodes {
+        assert!(!n.log_text().contains("panicked"), "{}", n.log_text());
+    }
+}
