@@ -9,7 +9,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::lab::node::{Access, Node};
+use common::lab::node::{Access, FAST_HEALTH, Node};
 use common::lab::{Lab, forward::Forwarder, meter};
 use ha_vip::lease::{KubeLeaseStore, LeaseStore};
 use nix::sys::signal::Signal;
@@ -66,7 +66,16 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
         .nodes
         .iter()
         .enumerate()
-        .map(|(i, ns)| Node::new(dir.path(), ns, &format!("n{}", i + 1), &vip, &access, ""))
+        .map(|(i, ns)| {
+            Node::new(
+                dir.path(),
+                ns,
+                &format!("n{}", i + 1),
+                &vip,
+                &access,
+                FAST_HEALTH,
+            )
+        })
         .collect();
     let store = KubeLeaseStore::new(api.admin(), "kube-system", lease);
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));

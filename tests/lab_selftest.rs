@@ -1,6 +1,8 @@
 //! The lab's own instruments, checked against the kernel before any
 //! failover scenario relies on them.
 
+#[path = "common/apiserver.rs"]
+mod apiserver;
 mod common;
 
 use std::net::{IpAddr, SocketAddr};

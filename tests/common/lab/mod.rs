@@ -11,6 +11,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod forward;
 pub mod meter;
 pub mod netns;

@@ -19,6 +19,10 @@ pub struct Access {
     pub lease: String,
 }
 
+/// Faster health settings for tests that only need some leader quickly.
+pub const FAST_HEALTH: &str =
+    "health:\n  interval: 500ms\n  timeout: 400ms\n  stability_buffer: 1s\n";
+
 /// The `ha-vip` binary under test.
 pub fn binary() -> PathBuf {
     if let Some(p) = option_env!("CARGO_BIN_EXE_ha-vip") {
@@ -46,7 +50,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// Writes the node's config into `dir`. `extra` is appended YAML.
+    /// Writes the node's config into `dir`. `extra` is appended YAML (whole
+    /// sections, e.g. [`FAST_HEALTH`]); everything else is the default.
     pub fn new(dir: &Path, ns: &str, name: &str, vip: &str, access: &Access, extra: &str) -> Self {
         let run_dir = dir.join(format!("run-{name}"));
         fs::create_dir_all(&run_dir).expect("run dir");
@@ -56,7 +61,6 @@ impl Node {
              interface: eth0\n\
              vips: [{vip}]\n\
              run_dir: {run}\n\
-             health:\n  interval: 500ms\n  timeout: 400ms\n  stability_buffer: 1s\n\
              lease:\n  name: {lease}\n\
              k8s:\n  token_file: {token}\n  ca_cert: {ca}\n\
              announce:\n  spacing: 50ms\n  second_burst_delay: 1s\n\

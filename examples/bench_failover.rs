@@ -1,0 +1,142 @@
+//! `make bench-failover`: every scenario of the fault matrix N times (default
+//! 5) against a three-node lab with the real kube-apiserver, measured by the
+//! lab's own meters; then one daemon's idle footprint and the API request
+//! rate, read from /proc and from the API server's own metrics.
+//!
+//! Usage: bench_failover [RUNS] [IDLE_SECONDS]
+
+#[path = "../tests/common/apiserver.rs"]
+mod apiserver;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::lab::cluster::{Cluster, Outcome, Scenario};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
+    let idle: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    let Some(mut cluster) = Cluster::start(3) else {
+        std::process::exit(1)
+    };
+    cluster
+        .wait_holder(Duration::from_secs(40), Duration::from_secs(1))
+        .expect("a first holder");
+
+    idle_footprint(&cluster, Duration::from_secs(idle));
+
+    println!("\n| scenario | runs | median outage | max outage | max overlap | median VIP moved |");
+    println!("|---|---|---|---|---|---|");
+    for scenario in Scenario::ALL {
+        let mut results: Vec<Outcome> = Vec::new();
+        for _ in 0..runs {
+            match cluster.run(scenario) {
+                Ok(o) => results.push(o),
+                Err(e) => eprintln!("{}: {e}", scenario.name()),
+            }
+        }
+        let ms = |d: Duration| d.as_millis();
+        let mut outages: Vec<Duration> = results.iter().map(|o| o.outage).collect();
+        let mut moved: Vec<Duration> = results.iter().map(|o| o.recovered).collect();
+        outages.sort();
+        moved.sort();
+        let median = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
+        let max_overlap = results.iter().map(|o| o.overlap).max().unwrap_or_default();
+        println!(
+            "| {} | {}/{} | {} ms | {} ms | {} ms | {} |",
+            scenario.name(),
+            results.len(),
+            runs,
+            ms(median(&outages)),
+            ms(outages.last().copied().unwrap_or_default()),
+            ms(max_overlap),
+            if scenario.moves() {
+                format!("{} ms", ms(median(&moved)))
+            } else {
+                "stays".to_string()
+            }
+        );
+    }
+}
+
+/// RSS and CPU of one daemon, and lease requests per second per node, over
+/// `span` of steady state.
+fn idle_footprint(cluster: &Cluster, span: Duration) {
+    let pids: Vec<i32> = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| n.pid())
+        .map(|p| p.as_raw())
+        .collect();
+    let requests_before = lease_requests(cluster);
+    let cpu_before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    std::thread::sleep(span);
+    let requests = lease_requests(cluster).saturating_sub(requests_before);
+    let ticks = sysconf_ticks();
+    println!(
+        "idle footprint over {} s (3 nodes, default timings):",
+        span.as_secs()
+    );
+    for (i, &pid) in pids.iter().enumerate() {
+        let cpu = (cpu_ticks(pid) - cpu_before[i]) as f64 / ticks;
+        println!(
+            "  {} (pid {pid}): RSS {} KiB, CPU {:.2} s = {:.2} % of one core",
+            cluster.nodes[i].name,
+            rss_kib(pid),
+            cpu,
+            100.0 * cpu / span.as_secs_f64()
+        );
+    }
+    println!(
+        "  lease requests to the API server: {requests} in {} s = {:.2}/s for the cluster, {:.2}/s per node",
+        span.as_secs(),
+        requests as f64 / span.as_secs_f64(),
+        requests as f64 / span.as_secs_f64() / pids.len() as f64
+    );
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ')'.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 12 and 13 after ')'.
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn sysconf_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+/// Lease requests the API server has served, from its own /metrics.
+fn lease_requests(cluster: &Cluster) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            cluster.api().var("KUBE_ADMIN_TOKEN")
+        ))
+        .arg(format!("{}/metrics", cluster.api().server()))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("resource=\"leases\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
