@@ -14,5 +14,6 @@ pub mod lease;
 pub mod logging;
 pub mod machine;
 pub mod observe;
+pub mod role;
 pub mod systemd;
 pub mod vip;

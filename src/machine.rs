@@ -15,75 +15,11 @@
 //!   `lease_duration > renew_deadline + fence latency` the two never overlap.
 //! * Whenever the VIPs must go, removing them is the first action returned.
 
-use std::fmt;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// What this node is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Not holding the lease (campaigning if healthy).
-    Follower,
-    /// Holding the lease and, while the fence allows, the VIPs.
-    Leader,
-    /// Shutting down: VIPs removed, lease being released.
-    Stopping,
-}
-
-impl Role {
-    /// Lower-case name for logs, status and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Follower => "follower",
-            Self::Leader => "leader",
-            Self::Stopping => "stopping",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a transition happened; a small closed set so metrics labels stay bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The lease was acquired.
-    Acquired,
-    /// No renew succeeded within `renew_deadline`.
-    RenewDeadline,
-    /// The lease store says someone else holds the lease.
-    LeaseLost,
-    /// The local API server became unhealthy.
-    Unhealthy,
-    /// The VIP could not be added here.
-    VipFailed,
-    /// SIGTERM / SIGINT.
-    Shutdown,
-}
-
-impl Reason {
-    /// Stable label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Acquired => "acquired",
-            Self::RenewDeadline => "renew_deadline",
-            Self::LeaseLost => "lease_lost",
-            Self::Unhealthy => "unhealthy",
-            Self::VipFailed => "vip_failed",
-            Self::Shutdown => "shutdown",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::role::{Role, TransitionReason as Reason};
 
 /// Something that happened, as the daemon saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,8 +209,9 @@ impl Machine {
     fn held(&mut self, sent_at: Instant, now: Instant, out: &mut Vec<Action>) {
         let fence = sent_at + self.renew_deadline;
         match self.role {
-            // The elector is releasing; nothing to hold.
-            Role::Stopping => {}
+            // The elector is releasing; nothing to hold. (The machine is
+            // never Starting: that role is only the status file's.)
+            Role::Stopping | Role::Starting => {}
             // Raced with a health loss or a VIP failure (a write that was in
             // flight when we gave up): give the lease back.
             Role::Follower if !self.campaigning => self.campaign(false, out),
@@ -286,7 +223,7 @@ impl Machine {
             // the write still entitles us up to its fence, if that is ahead.
             Role::Follower if fence > now => {
                 self.fence = Some(fence);
-                self.transition(Role::Leader, Reason::Acquired, out);
+                self.transition(Role::Leader, Reason::AcquiredLease, out);
                 self.set_vips(now, out);
             }
             // Too late to use; the next renew decides.

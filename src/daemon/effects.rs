@@ -9,7 +9,7 @@ use super::setup::{dropped, set_all};
 use crate::announce::Announcer;
 use crate::config::{Config, Vip};
 use crate::machine::{Action, Event, Reason, Role};
-use crate::observe::{self, TransitionReason};
+use crate::observe;
 use crate::systemd::Notifier;
 use crate::vip::{self, AddressTable, Lifetime};
 
@@ -112,7 +112,6 @@ impl Daemon {
             holder = holder.as_deref().unwrap_or(""),
             "transition {from} -> {to}: {reason}"
         );
-        let (from, to, reason) = (observe_role(from), observe_role(to), observe_reason(reason));
         self.metrics.record_transition(from, to, reason);
         self.status.transition(to, reason, now);
     }
@@ -143,6 +142,7 @@ impl Daemon {
                 format!("leader for {} since {since}", list(&self.cfg.vips))
             }
             Role::Stopping => "stopping: VIPs removed, releasing the lease".to_string(),
+            Role::Starting => "starting".to_string(),
             Role::Follower if !self.machine.healthy() => format!("unhealthy: {}", self.last_probe),
             Role::Follower => match &self.holder {
                 Some(h) => format!("standby; leader is {h}"),
@@ -199,24 +199,5 @@ impl Daemon {
             tracing::error!(error = %e, "failed to remove dropped VIPs");
         }
         tracing::info!(added = %list(&added), removed = %list(&gone), "configuration reloaded");
-    }
-}
-
-fn observe_role(r: Role) -> observe::Role {
-    match r {
-        Role::Follower => observe::Role::Follower,
-        Role::Leader => observe::Role::Leader,
-        Role::Stopping => observe::Role::Stopping,
-    }
-}
-
-fn observe_reason(r: Reason) -> TransitionReason {
-    match r {
-        Reason::Acquired => TransitionReason::AcquiredLease,
-        Reason::RenewDeadline => TransitionReason::RenewDeadline,
-        Reason::LeaseLost => TransitionReason::LeaseLost,
-        Reason::Unhealthy => TransitionReason::Unhealthy,
-        Reason::VipFailed => TransitionReason::VipFailed,
-        Reason::Shutdown => TransitionReason::Shutdown,
     }
 }

@@ -53,7 +53,7 @@ fn acquire_adds_vips_with_the_fence_lifetime_then_announces() {
             Action::Transition {
                 from: Role::Follower,
                 to: Role::Leader,
-                reason: Reason::Acquired
+                reason: Reason::AcquiredLease
             },
             // 2 s deadline, 10 ms spent: floor(1.99 s) = 1 s.
             Action::SetVips {
@@ -276,7 +276,7 @@ fn late_renew_after_own_deadline_takes_back_only_a_live_lease() {
         Action::Transition {
             from: Role::Follower,
             to: Role::Leader,
-            reason: Reason::Acquired
+            reason: Reason::AcquiredLease
         }
     );
     assert_eq!(m.next_deadline(), Some(t0 + ms(3900)));

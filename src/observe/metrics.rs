@@ -17,8 +17,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use super::reason::{Role, TransitionReason};
 use crate::config::Vip;
+use crate::role::{Role, TransitionReason};
 
 /// Bucket bounds (seconds) for probes and API requests: both are bounded by
 /// timeouts of about a second, and the interesting changes are in 1-500 ms.

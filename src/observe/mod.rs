@@ -7,12 +7,11 @@
 
 mod http;
 mod metrics;
-mod reason;
 mod status;
 
+pub use crate::role::{Role, TransitionReason};
 pub use http::{MetricsError, MetricsServer};
 pub use metrics::{AnnounceFamily, LeaseOp, Metrics};
-pub use reason::{Role, TransitionReason};
 pub use status::{
     Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus, print_status,
     render_status, running_daemon, write_status,

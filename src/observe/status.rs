@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::reason::{Role, TransitionReason};
 use crate::config::Vip;
+use crate::role::{Role, TransitionReason};
 
 /// Exit code of `ha-vip status` when the daemon is not running (systemctl's "inactive").
 const EXIT_NOT_RUNNING: i32 = 3;

@@ -1,6 +1,6 @@
-//! The daemon's roles and the reasons it moves between them, shared by the
-//! status file and the metrics (where they are label values, so the set is
-//! small and fixed).
+//! The daemon's roles and the reasons it moves between them: the vocabulary
+//! of the state machine, the status file and the metrics (where they are
+//! label values, so the set is small and fixed).
 
 use std::fmt;
 
@@ -51,8 +51,6 @@ impl EncodeLabelValue for Role {
 pub enum TransitionReason {
     /// The daemon started (starting → follower).
     Started,
-    /// Single-node mode (`k8s.enabled: false`): leader without a lease.
-    SingleNode,
     /// This node acquired the lease.
     AcquiredLease,
     /// The local API server became unhealthy; the lease was given up.
@@ -72,7 +70,6 @@ impl TransitionReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Started => "started",
-            Self::SingleNode => "single_node",
             Self::AcquiredLease => "acquired_lease",
             Self::Unhealthy => "unhealthy",
             Self::RenewDeadline => "renew_deadline",
@@ -86,7 +83,6 @@ impl TransitionReason {
     pub fn describe(self) -> &'static str {
         match self {
             Self::Started => "started",
-            Self::SingleNode => "single-node mode (no lease)",
             Self::AcquiredLease => "acquired lease",
             Self::Unhealthy => "local API server unhealthy",
             Self::RenewDeadline => "lease not renewed within the renew deadline",
