@@ -25,7 +25,7 @@ APT_PACKAGES := \
 # Test support that builds or fetches heavier prerequisites, run by `make deps`.
 KUBE_APISERVER_SH := tests/support/kube-apiserver.sh
 
-.PHONY: all deps check fmt-check clippy test build release demo clean
+.PHONY: all deps check fmt-check clippy test build release demo bench-failover kube-apiserver clean
 
 all: check
 
@@ -62,8 +62,22 @@ build:
 release:
 	$(CARGO) build --release
 
-demo:
-	$(CARGO) run -q -- check-config config/config.yaml
+# The failover demo: real kube-apiserver, three node namespaces, a handover.
+# Needs root (network namespaces) and the cached kube-apiserver (built once).
+demo: kube-apiserver
+	$(CARGO) build -q --bin ha-vip --example demo
+	$(CARGO) run -q --example demo
+
+# Every fault scenario RUNS times (default 5) and the idle footprint over
+# IDLE seconds: prints the table reported on the issues.
+RUNS ?= 5
+IDLE ?= 60
+bench-failover: kube-apiserver
+	$(CARGO) build -q --release --bin ha-vip --example bench_failover
+	$(CARGO) run -q --release --example bench_failover -- $(RUNS) $(IDLE)
+
+kube-apiserver:
+	@bash $(KUBE_APISERVER_SH) build >/dev/null
 
 clean:
 	$(CARGO) clean
