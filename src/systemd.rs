@@ -172,10 +172,10 @@ impl Notifier for SdNotifier {
             source,
         };
         let sock = UnixDatagram::unbound().map_err(send_err)?;
-        // systemd's receive buffer is large; the bound only matters if it is
-        // wedged, and then the main loop must not wedge with it.
-        sock.set_write_timeout(Some(Duration::from_millis(500)))
-            .map_err(send_err)?;
+        // Never wait: the main loop sends these, and a wedged systemd (or a
+        // full queue) must not stall lease renewals or the fence deadline.
+        // A notification that does not fit is dropped and reported.
+        sock.set_nonblocking(true).map_err(send_err)?;
         let sent = match &self.target {
             Target::Path(path) => sock.send_to(datagram.as_bytes(), path),
             Target::Abstract(name) => SocketAddr::from_abstract_name(name)

@@ -150,3 +150,25 @@ fn from_env_reads_the_environment_and_leaves_it_set() {
     assert_eq!(recv(&sock), "READY=1");
     assert_eq!(recv(&sock), "WATCHDOG=1");
 }
+
+/// A listener that stops reading (a wedged systemd) must never stall the
+/// daemon's main loop: once its queue is full, notifications fail at once.
+#[test]
+fn a_wedged_listener_never_blocks_the_sender() {
+    let (_dir, sock, path) = listener_at_path();
+    let n = SdNotifier::new(Some(path.as_os_str()), None);
+    let start = std::time::Instant::now();
+    let results: Vec<bool> = (0..200).map(|_| n.watchdog().is_ok()).collect();
+    let took = start.elapsed();
+    assert!(results[0], "the first notification fits in the queue");
+    assert!(
+        results.iter().any(|ok| !ok),
+        "a full queue must be reported, not waited on"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "200 notifications took {took:?}"
+    );
+    // What was queued is intact.
+    assert_eq!(recv(&sock), "WATCHDOG=1");
+}

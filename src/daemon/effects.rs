@@ -116,8 +116,15 @@ impl Daemon {
         self.status.transition(to, reason, now);
     }
 
-    /// Writes the status file and sends STATUS= when something changed.
+    /// Writes the status file and sends STATUS= when something changed, and
+    /// brings the announcement counters up to date.
     pub(super) fn publish(&mut self) {
+        let sent = self.parts.announcer.stats();
+        let seen = std::mem::replace(&mut self.announced, sent);
+        self.metrics
+            .add_announcements(observe::AnnounceFamily::Ipv4Garp, sent.garp - seen.garp);
+        self.metrics
+            .add_announcements(observe::AnnounceFamily::Ipv6Na, sent.na - seen.na);
         self.status.holder = self.holder.clone();
         self.status.healthy = self.machine.healthy();
         if let Err(e) = self.status_writer.write(&self.status) {

@@ -6,6 +6,7 @@
 //! so a hung loop gets the daemon restarted.
 
 mod effects;
+mod metered;
 pub use effects::list;
 mod setup;
 
@@ -123,6 +124,8 @@ pub(crate) struct Daemon {
     pub(crate) leader_since: Option<SystemTime>,
     /// The last STATUS= sent to systemd.
     pub(crate) last_sd_status: String,
+    /// Announcement counts already added to the metrics.
+    pub(crate) announced: crate::announce::AnnounceStats,
 }
 
 impl Daemon {
@@ -151,7 +154,6 @@ impl Daemon {
             LeaseEvent::Lost { reason, .. } => {
                 if self.machine.role() == Role::Leader {
                     tracing::warn!(interface = %self.cfg.interface, %reason, "lost the lease");
-                    self.metrics.renew_failed();
                 }
                 self.step(Event::Lost).await;
             }
@@ -166,6 +168,9 @@ impl Daemon {
                 self.holder = holder;
             }
             LeaseEvent::RequestFailed { error, .. } => {
+                if self.machine.role() == Role::Leader {
+                    self.metrics.renew_failed();
+                }
                 tracing::warn!(error = %error, role = %self.machine.role(), "lease request failed");
             }
         }
@@ -173,7 +178,7 @@ impl Daemon {
 
     async fn on_health(&mut self, report: HealthReport) {
         let r = &report.result;
-        self.metrics.observe_probe(Duration::ZERO, r.healthy);
+        self.metrics.observe_probe(report.took, r.healthy);
         self.status
             .record_probe(r.healthy, r.reason.clone(), SystemTime::now());
         self.last_probe = r.reason.clone();

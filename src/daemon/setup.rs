@@ -16,7 +16,9 @@ use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
 use crate::systemd::SdNotifier;
-use crate::vip::{self, AddressTable, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
+use crate::vip::{
+    self, AddressTable, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher,
+};
 
 /// A part of the daemon that could not start; each says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -39,14 +41,6 @@ pub enum SetupError {
     /// The metrics endpoint could not listen.
     #[error("{0}")]
     Metrics(#[from] MetricsError),
-}
-
-impl SetupError {
-    /// True when the cause is a missing permission (as opposed to, say, an
-    /// interface that does not exist yet).
-    pub fn is_permission(&self) -> bool {
-        self.to_string().contains("CAP_NET_")
-    }
 }
 
 /// The tasks and handles the daemon owns.
@@ -117,7 +111,13 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             );
         }
         Ok(_) => {}
-        Err(e) if e.to_string().contains("CAP_NET_ADMIN") => return Err(e.into()),
+        Err(e)
+            if e.errors
+                .iter()
+                .any(|e| matches!(e.cause(), Cause::NotPermitted)) =>
+        {
+            return Err(e.into());
+        }
         // A missing interface is not fatal: adding the VIP will fail and
         // hand the lease to a node that can serve it.
         Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
@@ -152,7 +152,10 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
                 "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
             );
         }
-        let store = KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name);
+        let store = super::metered::Metered {
+            inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
+            metrics: metrics.clone(),
+        };
         let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
         (
             Some(creds),
@@ -199,6 +202,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         last_probe: String::from("no probe yet"),
         leader_since: None,
         last_sd_status: String::new(),
+        announced: Default::default(),
         cfg,
     })
 }

@@ -62,6 +62,8 @@ pub struct HealthReport {
     pub healthy: bool,
     /// True when this result flipped the state.
     pub changed: bool,
+    /// How long the probe took.
+    pub took: Duration,
 }
 
 /// Probes every `interval` and reports each result with the filtered state;
@@ -77,7 +79,9 @@ pub async fn monitor<P: Probe>(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let start = Instant::now();
         let result = probe.probe().await;
+        let took = start.elapsed();
         let before = filter.is_healthy();
         let healthy = filter.observe(result.healthy, result.at);
         if healthy != before {
@@ -87,6 +91,7 @@ pub async fn monitor<P: Probe>(
             result,
             healthy,
             changed: healthy != before,
+            took,
         };
         if reports.send(report).await.is_err() {
             return;

@@ -46,6 +46,8 @@ pub struct Node {
     pub config: PathBuf,
     /// Its log file (stderr).
     pub log: PathBuf,
+    /// Extra environment for the daemon (e.g. NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -76,6 +78,7 @@ impl Node {
             name: name.to_string(),
             config,
             log: dir.join(format!("{name}.log")),
+            env: Vec::new(),
             child: None,
         }
     }
@@ -96,6 +99,7 @@ impl Node {
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
