@@ -36,13 +36,14 @@ struct Holding {
 }
 
 impl Holding {
-    /// The lifetime a re-added VIP may get now, if the daemon still holds it.
-    fn remaining(&self, vip: Option<Vip>) -> Option<Lifetime> {
+    /// The instant a re-added VIP must be gone by, if the daemon still holds
+    /// it and at least a second is left.
+    fn remaining(&self, vip: Option<Vip>) -> Option<Instant> {
         let expiry = self.expiry?;
         if vip.is_some_and(|v| !self.vips.contains(&v)) {
             return None;
         }
-        Lifetime::floor(expiry.saturating_duration_since(Instant::now()))
+        Lifetime::floor(expiry.saturating_duration_since(Instant::now())).map(|_| expiry)
     }
 }
 
@@ -91,9 +92,10 @@ impl Guard {
 
     /// Tells the guard that `vips` are held until `expiry`.
     ///
-    /// Call after every successful `add_or_refresh`, with an expiry no later
-    /// than the kernel's: the instant taken *before* the refresh plus its
-    /// lifetime. Returns once the guard has taken it in.
+    /// Call after every successful refresh with the fence: the instant by
+    /// which the VIPs must be gone. A re-added VIP gets the whole seconds
+    /// left until then (see [`super::set_until`]). Returns once the guard has
+    /// taken it in.
     pub async fn hold(&self, vips: &[Vip], expiry: Instant) -> Result<(), GuardError> {
         self.send(|done| Command::Hold {
             vips: vips.to_vec(),
@@ -162,8 +164,8 @@ async fn handle<T: AddressTable, A: Announcer>(
     let interface = table.interface();
     match event {
         NetEvent::VipRemoved(vip) => {
-            if let Some(lifetime) = holding.remaining(Some(vip)) {
-                readd(table, announcer, vip, lifetime, "removed from outside").await;
+            if let Some(until) = holding.remaining(Some(vip)) {
+                readd(table, announcer, vip, until, "removed from outside").await;
             }
         }
         NetEvent::LinkDown => {
@@ -193,8 +195,8 @@ async fn handle<T: AddressTable, A: Announcer>(
                         tracing::info!(%vip, interface, reason, "re-announcing VIP");
                         announcer.burst(vip);
                     }
-                } else if let Some(lifetime) = holding.remaining(Some(vip)) {
-                    readd(table, announcer, vip, lifetime, reason).await;
+                } else if let Some(until) = holding.remaining(Some(vip)) {
+                    readd(table, announcer, vip, until, reason).await;
                 }
             }
         }
@@ -205,15 +207,16 @@ async fn readd<T: AddressTable, A: Announcer>(
     table: &T,
     announcer: &A,
     vip: Vip,
-    lifetime: Lifetime,
+    until: Instant,
     reason: &str,
 ) {
     let interface = table.interface();
-    match table.add_or_refresh(vip, lifetime).await {
-        Ok(()) => {
+    match super::set_until(table, vip, until).await {
+        Ok(Some(lifetime)) => {
             tracing::info!(%vip, interface, reason, lifetime_secs = lifetime.secs(), "re-added VIP");
             announcer.burst(vip);
         }
+        Ok(None) => {}
         Err(e) => tracing::warn!(%vip, interface, reason, error = %e, "failed to re-add VIP"),
     }
 }

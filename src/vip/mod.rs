@@ -55,7 +55,7 @@ pub use fake::{FakeAddressTable, FakeOp};
 pub use guard::{Guard, GuardError};
 pub use netlink::NetlinkAddressTable;
 pub(crate) use netlink::{connect, lookup_link};
-pub use watch::{NetEvent, NetEvents, Watcher};
+pub use watch::{NetEvent, NetEvents, WatchedVips, Watcher};
 
 /// A VIP's valid lifetime: whole seconds, at least 1, never infinite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,6 +111,35 @@ pub trait AddressTable: Send + Sync {
 
     /// Which of `vips` are on the interface now (same address and prefix).
     fn present(&self, vips: &[Vip]) -> impl Future<Output = Result<Vec<Vip>, VipError>> + Send;
+}
+
+/// Adds or refreshes `vip` so that the kernel deletes it by `until` at the
+/// latest, and returns the lifetime it got; `Ok(None)` (and the VIP removed)
+/// when less than a second is left.
+///
+/// The lifetime is computed right before the request, and checked again
+/// once it is acknowledged: if the task stalled in between (a frozen
+/// process, a busy thread, a slow netlink round trip), the kernel may have
+/// started the lifetime late, so it is shortened, or the VIP removed. This
+/// is what keeps the kernel fence inside the lease's renew deadline.
+pub async fn set_until<T: AddressTable>(
+    table: &T,
+    vip: Vip,
+    until: tokio::time::Instant,
+) -> Result<Option<Lifetime>, VipError> {
+    loop {
+        let Some(lifetime) =
+            Lifetime::floor(until.saturating_duration_since(tokio::time::Instant::now()))
+        else {
+            table.remove(vip).await?;
+            return Ok(None);
+        };
+        table.add_or_refresh(vip, lifetime).await?;
+        // The kernel applied it no later than now: its expiry is at most now + lifetime.
+        if tokio::time::Instant::now() + lifetime.as_duration() <= until {
+            return Ok(Some(lifetime));
+        }
+    }
 }
 
 /// Removes every VIP of `vips` from the interface, attempting all of them.

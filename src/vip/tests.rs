@@ -274,3 +274,88 @@ async fn guard_reannounces_on_link_up_and_repairs_after_overrun() {
     assert_eq!(r.table.addresses(), vec![a, b]);
     assert_eq!(r.announcer.calls().last(), Some(&AnnounceCall::Burst(b)));
 }
+
+/// Like the real table, where `add_or_refresh` first looks the link up: a
+/// round trip, a busy thread or a SIGSTOP can come between computing a
+/// lifetime and the kernel starting it. Stalls once.
+#[derive(Clone)]
+struct Stalling(
+    FakeAddressTable,
+    std::time::Duration,
+    Arc<std::sync::atomic::AtomicBool>,
+);
+
+fn stalling(table: &FakeAddressTable, ms: u64) -> Stalling {
+    Stalling(
+        table.clone(),
+        std::time::Duration::from_millis(ms),
+        Arc::default(),
+    )
+}
+
+impl AddressTable for Stalling {
+    fn interface(&self) -> &str {
+        self.0.interface()
+    }
+    async fn add_or_refresh(&self, v: Vip, l: Lifetime) -> Result<(), VipError> {
+        if !self.2.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(self.1).await;
+        }
+        self.0.add_or_refresh(v, l).await
+    }
+    async fn remove(&self, v: Vip) -> Result<bool, VipError> {
+        self.0.remove(v).await
+    }
+    async fn present(&self, v: &[Vip]) -> Result<Vec<Vip>, VipError> {
+        self.0.present(v).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_until_never_outlives_the_deadline_after_a_stall() {
+    let table = FakeAddressTable::new("eth0");
+    let a = vip("10.0.0.1");
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(2900);
+    // 2 s would be computed up front; the stall makes it land 1.5 s later.
+    let slow = stalling(&table, 1500);
+    let got = set_until(&slow, a, until).await.unwrap();
+    let expiry = table.expiry(a).expect("present");
+    assert!(
+        expiry <= until,
+        "VIP lives {:?} past the deadline",
+        expiry - until
+    );
+    assert_eq!(got, Some(Lifetime::from_secs(1).unwrap()));
+    // With under a second left, it is removed rather than added.
+    let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(900);
+    let got = set_until(&slow, a, soon).await.unwrap();
+    assert_eq!(got, None);
+    assert!(table.addresses().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn guard_readd_after_a_stall_stays_inside_the_fence() {
+    use std::sync::Arc;
+    let table = FakeAddressTable::new("eth0");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let slow = stalling(&table, 1500);
+    let (guard, mut seen) = Guard::spawn(
+        Arc::new(slow),
+        Arc::new(crate::announce::FakeAnnouncer::new()),
+        rx,
+    );
+    let a = vip("10.0.0.1");
+    let fence = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    guard.hold(&[a], fence).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tx.send(NetEvent::VipRemoved(a)).unwrap();
+    seen.recv().await;
+    // Waits for the repair in flight.
+    guard.release().await.unwrap();
+    let expiry = table.expiry(a).expect("re-added");
+    assert!(
+        expiry <= fence,
+        "VIP lives {:?} past the fence",
+        expiry - fence
+    );
+}

@@ -1,6 +1,7 @@
 //! Netlink address and link notifications, turned into [`NetEvent`]s.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
@@ -27,20 +28,42 @@ pub enum NetEvent {
     Overrun,
 }
 
+/// The VIPs a [`Watcher`] reports removals of; the daemon updates it when
+/// a reload changes the list.
+#[derive(Debug, Clone, Default)]
+pub struct WatchedVips(Arc<RwLock<Vec<Vip>>>);
+
+impl WatchedVips {
+    /// Replaces the watched list.
+    pub fn set(&self, vips: &[Vip]) {
+        // Never held across an await; a poisoned lock still holds a valid list.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = vips.to_vec();
+    }
+
+    fn contains(&self, vip: &Vip) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(vip)
+    }
+}
+
 /// What the watcher knows of the interface; turns messages into events.
 #[derive(Debug)]
 pub(crate) struct Tracker {
     interface: String,
-    vips: Vec<Vip>,
+    vips: WatchedVips,
     index: Option<u32>,
     up: Option<bool>,
 }
 
 impl Tracker {
     pub(crate) fn new(interface: &str, vips: &[Vip], index: Option<u32>, up: Option<bool>) -> Self {
+        let watched = WatchedVips::default();
+        watched.set(vips);
         Self {
             interface: interface.to_owned(),
-            vips: vips.to_vec(),
+            vips: watched,
             index,
             up,
         }
@@ -146,6 +169,12 @@ impl Watcher {
             pending: VecDeque::new(),
             driver,
         })
+    }
+
+    /// A handle to change which VIPs are watched, also after the watcher
+    /// has moved into a [`super::Guard`].
+    pub fn watched(&self) -> WatchedVips {
+        self.tracker.vips.clone()
     }
 
     /// Whether the link was up at the last notification (`None`: no such link yet).
