@@ -125,6 +125,16 @@ impl Machine {
         self.vips_set
     }
 
+    /// While leader: the instant by which our VIPs must be gone.
+    pub fn fence(&self) -> Option<Instant> {
+        self.fence
+    }
+
+    /// Whether the machine last asked the elector to compete.
+    pub fn campaigning(&self) -> bool {
+        self.campaigning
+    }
+
     /// When the daemon must deliver [`Event::Deadline`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
         match (self.fence, self.retry_at) {

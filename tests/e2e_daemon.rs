@@ -167,3 +167,91 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
         assert!(!n.log_text().contains("panicked"), "{}", n.log_text());
     }
 }
+
+/// The holder's interface is renamed under it, so it can neither refresh
+/// nor remove its VIP by name (the address stays on the renamed link). It
+/// must give up the lease, but must not release it while its VIP may still
+/// be up: the standby takes over only once the kernel fence has removed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
+    let Some(api) = apiserver::ApiServer::start() else {
+        return;
+    };
+    let lab = Lab::new(2);
+    let target = api
+        .server()
+        .trim_start_matches("https://")
+        .parse()
+        .expect("server addr");
+    let _fwd: Vec<Forwarder> = lab
+        .nodes
+        .iter()
+        .map(|ns| Forwarder::start(ns, "0.0.0.0:6443".parse().unwrap(), target))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).unwrap();
+    let access = Access {
+        ca: api.ca(),
+        token_file,
+        lease: format!("stuck-{}", lab.prefix),
+    };
+    let vip = lab.vip().to_string();
+    let mut nodes: Vec<Node> = lab
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            Node::new(
+                dir.path(),
+                ns,
+                &format!("n{}", i + 1),
+                &vip,
+                &access,
+                FAST_HEALTH,
+            )
+        })
+        .collect();
+    for n in &mut nodes {
+        n.start();
+    }
+    wait_for("a VIP holder", Duration::from_secs(40), || {
+        lab.has_vip(0) || lab.has_vip(1)
+    });
+    let holder_i = if lab.has_vip(0) { 0 } else { 1 };
+    let other = 1 - holder_i;
+    let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+    let ns = &lab.nodes[holder_i];
+    for args in [
+        ["link", "set", "eth0", "down"],
+        ["link", "set", "eth0", "name"],
+        ["link", "set", "eth9", "up"],
+    ] {
+        let mut cmd = vec!["-n", ns.as_str()];
+        cmd.extend_from_slice(&args);
+        if args[3] == "name" {
+            cmd.push("eth9");
+        }
+        common::lab::ip(&cmd);
+    }
+    let t = Instant::now();
+    wait_for("takeover by the standby", Duration::from_secs(20), || {
+        lab.has_vip(other)
+    });
+    eprintln!(
+        "standby holds the VIP {:?} after the holder lost its interface",
+        t.elapsed()
+    );
+    let samples = holders.finish();
+    assert_eq!(
+        meter::overlap(&samples),
+        Duration::ZERO,
+        "{}",
+        nodes[holder_i].log_text()
+    );
+    let log = nodes[holder_i].log_text();
+    assert!(
+        log.contains("not releasing the lease while our VIPs may still be on the interface"),
+        "{log}"
+    );
+}

@@ -5,13 +5,13 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::Daemon;
-use super::setup::{dropped, set_all};
+use super::setup::dropped;
 use crate::announce::Announcer;
-use crate::config::{Config, Vip};
+use crate::config::{Config, Vip, defaults};
 use crate::machine::{Action, Event, Reason, Role};
 use crate::observe;
 use crate::systemd::Notifier;
-use crate::vip::{self, AddressTable, Lifetime};
+use crate::vip;
 
 /// VIPs as `10.0.0.100/32, fd00::100/128`.
 pub fn list(vips: &[Vip]) -> String {
@@ -39,18 +39,27 @@ impl Daemon {
     async fn apply(&mut self, action: Action) -> Option<Event> {
         match action {
             Action::RemoveVips => {
-                self.parts.remove_all(&self.cfg).await;
-                for v in &self.cfg.vips {
-                    self.status.set_vip_present(v, false);
-                    self.metrics.set_vip_present(v, false);
-                }
+                self.remove_vips().await;
                 None
             }
             Action::SetVips { .. } => self.set_vips().await,
-            Action::Announce => {
+            // Only when the VIPs really went on: with under a second left
+            // `set_vips` adds nothing, and neighbours must not be pointed at
+            // a node that does not answer for the VIP.
+            Action::Announce if self.vips_up => {
                 for &v in &self.cfg.vips {
                     self.parts.announcer.start(v);
                 }
+                None
+            }
+            Action::Announce => None,
+            Action::Campaign(false) if self.release_blocked.is_some() => {
+                // Our VIPs may still be on the interface: releasing now would
+                // let a standby add them at once. Stop competing only once
+                // they are gone (see `retry_removal`).
+                tracing::warn!(
+                    "not releasing the lease while our VIPs may still be on the interface"
+                );
                 None
             }
             Action::Campaign(on) => {
@@ -64,25 +73,66 @@ impl Daemon {
         }
     }
 
-    /// Adds or refreshes every VIP with the lifetime the fence allows *now*
-    /// (not when the machine decided: the netlink call comes later).
-    async fn set_vips(&mut self) -> Option<Event> {
-        let before = Instant::now();
-        let lifetime = self.machine.lifetime(before).and_then(Lifetime::floor)?;
-        if let Err(e) = set_all(&self.parts.table, &self.cfg.vips, lifetime).await {
-            tracing::error!(
-                error = %e,
-                interface = %self.cfg.interface,
-                "cannot serve the VIP here; releasing the lease so a standby takes over"
-            );
-            return Some(Event::VipFailed);
+    /// Removes every VIP. If that fails, blocks the lease release until a
+    /// retry succeeds or the kernel fence has certainly removed them.
+    async fn remove_vips(&mut self) {
+        let removed = self.parts.remove_all(&self.cfg).await;
+        self.vips_up = false;
+        for v in &self.cfg.vips {
+            self.status.set_vip_present(v, false);
+            self.metrics.set_vip_present(v, false);
         }
-        if let Err(e) = self
-            .parts
-            .guard
-            .hold(&self.cfg.vips, before + lifetime.as_duration())
-            .await
-        {
+        if !removed {
+            let gone_by = self.vip_until.unwrap_or_else(Instant::now) + defaults::FENCE_MARGIN;
+            self.release_blocked = Some(gone_by);
+        }
+    }
+
+    /// Called by the main loop while a release is blocked: tries the removal
+    /// again, and lets the release through once the VIPs are gone.
+    pub(super) async fn retry_removal(&mut self) {
+        let Some(gone_by) = self.release_blocked else {
+            return;
+        };
+        let removed = self.parts.remove_all(&self.cfg).await;
+        if removed || Instant::now() >= gone_by {
+            if !removed {
+                tracing::info!("the kernel fence has removed our VIPs by now; releasing the lease");
+            }
+            self.release_blocked = None;
+            if !self.machine.campaigning() {
+                self.parts.campaign(false);
+            }
+        }
+    }
+
+    /// Adds or refreshes every VIP so that the kernel deletes it by the
+    /// fence deadline; each lifetime is computed right before its netlink
+    /// call and checked after it ([`vip::set_until`]).
+    async fn set_vips(&mut self) -> Option<Event> {
+        let until = self.machine.fence()?;
+        let mut up = true;
+        for &v in &self.cfg.vips {
+            match vip::set_until(self.parts.table.as_ref(), v, until).await {
+                Ok(Some(_)) => {}
+                // Under a second left: the next renewal adds it.
+                Ok(None) => up = false,
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        interface = %self.cfg.interface,
+                        "cannot serve the VIP here; releasing the lease so a standby takes over"
+                    );
+                    return Some(Event::VipFailed);
+                }
+            }
+        }
+        self.vip_until = Some(until);
+        if !up {
+            return None;
+        }
+        self.vips_up = true;
+        if let Err(e) = self.parts.guard.hold(&self.cfg.vips, until).await {
             tracing::error!(error = %e, "VIP guard stopped");
         }
         for v in &self.cfg.vips {
@@ -176,35 +226,35 @@ impl Daemon {
             return;
         }
         self.cfg.vips = new.vips;
-        for &v in &gone {
-            self.parts.announcer.stop(v);
-            if let Err(e) = self.parts.table.remove(v).await {
-                tracing::error!(error = %e, "failed to remove a VIP dropped from the configuration");
+        self.parts.watched.set(&self.cfg.vips);
+        if self.vips_up {
+            // The new list first (guard included), so the guard no longer
+            // puts back a VIP we are about to remove.
+            if let Some(Event::VipFailed) = self.set_vips().await {
+                self.step(Event::VipFailed).await;
+            }
+            if self.vips_up {
+                for &v in &added {
+                    self.parts.announcer.start(v);
+                }
             }
         }
-        for v in &gone {
-            self.metrics.set_vip_present(v, false);
+        for &v in &gone {
+            self.parts.announcer.stop(v);
+            self.metrics.set_vip_present(&v, false);
         }
-        let present = self.machine.vips_set();
+        if let Err(e) = vip::remove_all(self.parts.table.as_ref(), &gone).await {
+            tracing::error!(error = %e, "failed to remove VIPs dropped from the configuration");
+        }
         self.status.vips = self
             .cfg
             .vips
             .iter()
             .map(|v| observe::VipStatus {
                 vip: v.to_string(),
-                present,
+                present: self.vips_up,
             })
             .collect();
-        if self.machine.vips_set() {
-            if let Some(Event::VipFailed) = self.set_vips().await {
-                self.step(Event::VipFailed).await;
-            }
-            for &v in &added {
-                self.parts.announcer.start(v);
-            }
-        } else if let Err(e) = vip::remove_all(self.parts.table.as_ref(), &gone).await {
-            tracing::error!(error = %e, "failed to remove dropped VIPs");
-        }
         tracing::info!(added = %list(&added), removed = %list(&gone), "configuration reloaded");
     }
 }

@@ -34,6 +34,9 @@ pub enum DaemonError {
     /// A component could not be set up; the message says how to fix it.
     #[error(transparent)]
     Setup(Box<SetupError>),
+    /// A task the daemon cannot work without ended.
+    #[error("the {0} task ended unexpectedly")]
+    TaskEnded(&'static str),
     /// A signal handler could not be installed.
     #[error("failed to install the {signal} handler: {source}")]
     Signal {
@@ -49,6 +52,9 @@ impl From<SetupError> for DaemonError {
         Self::Setup(Box::new(e))
     }
 }
+
+/// How often a failed VIP removal is retried.
+const REMOVAL_RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until SIGTERM or SIGINT, then hands over and returns.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
@@ -67,25 +73,46 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         "ha-vip started as follower; campaigning once the local API server is healthy"
     );
 
-    loop {
+    let ended = loop {
         let deadline = d.machine.next_deadline();
         tokio::select! {
             // The fence deadline comes first: removing the VIP in time is the
             // whole point.
             biased;
             () = sleep_until_opt(deadline) => d.step(Event::Deadline).await,
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            Some(ev) = d.lease_events.recv() => d.on_lease(ev).await,
-            Some(report) = d.health_reports.recv() => d.on_health(report).await,
-            Some(ev) = d.net_events.recv() => d.on_net(ev),
+            () = sleep_until_opt(d.release_blocked.map(|_| Instant::now() + REMOVAL_RETRY)) => d.retry_removal().await,
+            _ = sigterm.recv() => break None,
+            _ = sigint.recv() => break None,
+            ev = d.lease_events.recv() => match ev {
+                Some(ev) => d.on_lease(ev).await,
+                None => break Some("lease elector"),
+            },
+            report = d.health_reports.recv() => match report {
+                Some(report) => d.on_health(report).await,
+                None => break Some("health monitor"),
+            },
+            ev = d.net_events.recv() => match ev {
+                Some(ev) => d.on_net(ev),
+                None => break Some("netlink watcher"),
+            },
             _ = sighup.recv() => d.reload(config_path).await,
             () = watchdog.tick() => d.ping_watchdog(),
         }
         d.publish();
+    };
+    if let Some(task) = ended {
+        // Without it this node cannot take part safely: hand over and let
+        // systemd restart us.
+        tracing::error!(
+            task,
+            "the {task} task ended unexpectedly; handing over and exiting so systemd restarts ha-vip"
+        );
     }
     d.shutdown().await;
-    Ok(())
+    match ended {
+        Some(task) => Err(DaemonError::TaskEnded(task)),
+        None => Ok(()),
+    }
 }
 
 fn signal_stream(
@@ -126,6 +153,14 @@ pub(crate) struct Daemon {
     pub(crate) last_sd_status: String,
     /// Announcement counts already added to the metrics.
     pub(crate) announced: crate::announce::AnnounceStats,
+    /// Whether every VIP went onto the interface at the last refresh.
+    pub(crate) vips_up: bool,
+    /// The fence of the last refresh: our VIPs are gone by then (plus the
+    /// kernel's deletion latency) whatever happens to this process.
+    pub(crate) vip_until: Option<Instant>,
+    /// Set when removing the VIPs failed: the lease is not released before
+    /// this instant unless a retried removal succeeds.
+    pub(crate) release_blocked: Option<Instant>,
 }
 
 impl Daemon {
@@ -225,6 +260,11 @@ impl Daemon {
         let _ = self.notifier.stopping();
         tracing::info!(interface = %self.cfg.interface, "shutting down: removing VIPs and releasing the lease");
         self.step(Event::Shutdown).await;
+        // Never release while our VIPs may still be up (a failed removal).
+        while self.release_blocked.is_some() {
+            tokio::time::sleep(REMOVAL_RETRY).await;
+            self.retry_removal().await;
+        }
         self.publish();
         // Dropping the campaign sender makes the elector release and return.
         let elector = self.parts.stop_campaign();

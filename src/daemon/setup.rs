@@ -16,9 +16,7 @@ use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
 use crate::systemd::SdNotifier;
-use crate::vip::{
-    self, AddressTable, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher,
-};
+use crate::vip::{self, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
 
 /// A part of the daemon that could not start; each says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +46,8 @@ pub(crate) struct Parts {
     pub(crate) table: Arc<NetlinkAddressTable>,
     pub(crate) announcer: Arc<RawAnnouncer>,
     pub(crate) guard: Guard,
+    /// Which VIPs the netlink watcher reports removals of.
+    pub(crate) watched: vip::WatchedVips,
     campaign: Option<watch::Sender<bool>>,
     elector: Option<JoinHandle<()>>,
     health: JoinHandle<()>,
@@ -71,19 +71,24 @@ impl Parts {
             .unwrap_or_else(|| tokio::spawn(async {}))
     }
 
-    /// Removes every configured VIP, logging what fails.
-    pub(crate) async fn remove_all(&self, cfg: &Config) {
+    /// Removes every configured VIP, logging what fails; true when none is
+    /// left on the interface.
+    pub(crate) async fn remove_all(&self, cfg: &Config) -> bool {
         if let Err(e) = self.guard.release().await {
             tracing::error!(error = %e, "VIP guard stopped");
         }
         for &v in &cfg.vips {
             self.announcer.stop(v);
         }
-        if let Err(e) = vip::remove_all(self.table.as_ref(), &cfg.vips).await {
-            tracing::error!(
-                error = %e,
-                "failed to remove VIPs; the kernel deletes them when their lifetime ends"
-            );
+        match vip::remove_all(self.table.as_ref(), &cfg.vips).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "failed to remove VIPs; retrying, and the kernel deletes them when their lifetime ends"
+                );
+                false
+            }
         }
     }
 }
@@ -130,6 +135,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let announcer = Arc::new(RawAnnouncer::new(&cfg.interface, schedule)?);
     let watcher = Watcher::start(&cfg.interface, &cfg.vips).await?;
+    let watched = watcher.watched();
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
 
     let metrics = Metrics::new(&cfg.vips);
@@ -186,6 +192,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             table,
             announcer,
             guard,
+            watched,
             campaign: Some(campaign_tx),
             elector: Some(elector),
             health,
@@ -203,6 +210,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         leader_since: None,
         last_sd_status: String::new(),
         announced: Default::default(),
+        vips_up: false,
+        vip_until: None,
+        release_blocked: None,
         cfg,
     })
 }
@@ -243,20 +253,4 @@ async fn solo(
 /// The VIPs of `cfg` that are not in `keep`.
 pub(super) fn dropped(cfg: &[Vip], keep: &[Vip]) -> Vec<Vip> {
     cfg.iter().filter(|v| !keep.contains(v)).copied().collect()
-}
-
-/// Adds or refreshes `vips` with `lifetime`; returns the first failure.
-pub(super) async fn set_all(
-    table: &NetlinkAddressTable,
-    vips: &[Vip],
-    lifetime: vip::Lifetime,
-) -> Result<(), VipError> {
-    let mut first = None;
-    for &v in vips {
-        if let Err(e) = table.add_or_refresh(v, lifetime).await {
-            tracing::error!(error = %e, vip = %v, "failed to add VIP");
-            first.get_or_insert(e);
-        }
-    }
-    first.map_or(Ok(()), Err)
 }

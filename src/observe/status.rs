@@ -264,7 +264,9 @@ impl StatusWriter {
     }
 }
 
-/// Temp file in the same directory, fsync, rename, fsync the directory.
+/// Temp file in the same directory, then rename: readers never see a torn
+/// file. No fsync: the file describes a running process and lives on /run
+/// (tmpfs); it must never make the daemon's single thread wait on a disk.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -298,8 +300,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
             .open(&tmp)?;
         // The umask may have narrowed the mode; readers need 0644.
         f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(bytes)?;
-        f.sync_all()
+        f.write_all(bytes)
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -311,10 +312,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
             path: path.to_path_buf(),
             source,
         });
-    }
-    // Make the rename itself durable; best effort, the file is already complete.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
     }
     Ok(())
 }
