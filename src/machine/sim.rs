@@ -42,6 +42,8 @@ enum Disturbance {
     Kill,
     Shutdown,
     VipFail,
+    /// The next removal of the VIP fails (it stays until the kernel fence).
+    RemoveFail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +107,10 @@ struct Node {
     stopping: bool,
     /// Global time until which the kernel keeps the VIP (lifetime end).
     kernel_expiry: Option<u64>,
+    /// The next RemoveVips fails.
+    remove_fails: bool,
+    /// Like the daemon: no release before this global time after a failed removal.
+    release_blocked: Option<u64>,
 }
 
 impl Node {
@@ -155,6 +161,8 @@ impl Sim {
                 healthy: true,
                 stopping: false,
                 kernel_expiry: None,
+                remove_fails: false,
+                release_blocked: None,
             })
             .collect();
         Self {
@@ -206,6 +214,7 @@ impl Sim {
                     self.machine_event(i, Event::Health { healthy });
                 }
             }
+            Disturbance::RemoveFail => n.remove_fails = true,
             Disturbance::VipFail => {
                 if n.frozen_until <= t {
                     self.machine_event(i, Event::VipFailed);
@@ -287,6 +296,14 @@ impl Sim {
         due.sort_by_key(|&(at, _)| at);
         for (_, m) in due {
             self.deliver(i, m, now);
+        }
+        // A held-back release goes through once the fence has removed the VIP.
+        if self.nodes[i].release_blocked.is_some_and(|b| t >= b) {
+            let n = &mut self.nodes[i];
+            n.release_blocked = None;
+            if !n.machine.campaigning() {
+                n.campaign = false;
+            }
         }
         // The machine's own fence deadline.
         if self.nodes[i]
@@ -420,8 +437,16 @@ impl Sim {
         let now = n.local(self.base, t);
         for action in n.machine.step(ev, now) {
             match action {
+                Action::RemoveVips if n.remove_fails => {
+                    n.remove_fails = false;
+                    if let Some(e) = n.kernel_expiry {
+                        n.release_blocked = Some(e + KERNEL_LATENCY);
+                    }
+                }
                 Action::RemoveVips => n.kernel_expiry = None,
                 Action::SetVips { lifetime } => n.kernel_expiry = Some(t + n.global_len(lifetime)),
+                // The daemon holds a release back while the VIP may be up.
+                Action::Campaign(false) if n.release_blocked.is_some() => {}
                 Action::Campaign(c) => n.campaign = c,
                 Action::Announce | Action::Transition { .. } => {}
             }
@@ -470,6 +495,7 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
         Just(Disturbance::Kill),
         Just(Disturbance::Shutdown),
         Just(Disturbance::VipFail),
+        Just(Disturbance::RemoveFail),
     ]
 }
 
