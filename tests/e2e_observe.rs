@@ -224,6 +224,47 @@ async fn serial_e2e_systemd_protocol_reload_metrics_and_status() {
         "the unchanged VIP was dropped during the reload"
     );
 
+    // SIGHUP with a new credential source (a rotated token file) and new
+    // probe settings: a new elector and probe take over without releasing;
+    // the VIP never leaves and the lease keeps being renewed.
+    let rotated = dir.path().join("token-rotated");
+    std::fs::write(&rotated, api.var("KUBE_ADMIN_TOKEN")).unwrap();
+    let changed = good
+        .replace(
+            &format!("token_file: {}", access.token_file.display()),
+            &format!("token_file: {}", rotated.display()),
+        )
+        .replace("interval: 500ms", "interval: 400ms")
+        .replace("timeout: 400ms", "timeout: 300ms");
+    assert_ne!(changed, good);
+    std::fs::write(&node.config, &changed).unwrap();
+    let holders = common::lab::meter::HolderMeter::start(&lab.nodes, lab.vip().into());
+    let store =
+        ha_vip::lease::KubeLeaseStore::new(api.admin(), "kube-system", access.lease.clone());
+    use ha_vip::lease::LeaseStore;
+    node.signal(Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = store.get().await.unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = store.get().await.unwrap().unwrap();
+    let samples = holders.finish();
+    let log = node.log_text();
+    assert!(
+        log.contains("reloaded the Kubernetes API settings"),
+        "{log}"
+    );
+    assert!(log.contains("reloaded the health probe settings"), "{log}");
+    assert!(
+        samples[0].iter().all(|(_, present)| *present),
+        "the VIP left during a credential reload\n{log}"
+    );
+    assert_eq!(after.record.holder, "n1");
+    assert!(
+        after.record.renew_time > before.record.renew_time,
+        "renewals stopped after the reload\n{log}"
+    );
+    assert!(!log.contains("transition leader -> follower"), "{log}");
+
     // SIGTERM: STOPPING=1, exit 0, no VIP left.
     node.signal(Signal::SIGTERM);
     assert_eq!(

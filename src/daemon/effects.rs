@@ -208,19 +208,81 @@ impl Daemon {
         }
     }
 
-    /// Applies a valid new configuration: VIP changes at once, without
-    /// dropping a VIP that stays; other changes need a restart.
+    /// Applies a valid new configuration: VIPs, the health probe and the
+    /// Kubernetes credential at once, without dropping a VIP that stays;
+    /// other changes need a restart and keep their running values.
     pub(super) async fn apply_config(&mut self, new: Config) {
+        let old = &self.cfg;
+        let restart: Vec<&str> = [
+            ("node_name", old.node_name != new.node_name),
+            ("interface", old.interface != new.interface),
+            ("lease", old.lease != new.lease),
+            ("announce", old.announce != new.announce),
+            ("metrics", old.metrics_listen != new.metrics_listen),
+            ("log", old.log_level != new.log_level),
+            ("run_dir", old.run_dir != new.run_dir),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !restart.is_empty() {
+            tracing::warn!(
+                keys = %restart.join(", "),
+                "changes to {} need a restart (systemctl restart ha-vip); still running with the old values",
+                restart.join(", ")
+            );
+        }
+        let k8s_changed = old.k8s != new.k8s;
+        if k8s_changed {
+            self.reload_k8s(&new);
+        }
+        if k8s_changed || self.cfg.health != new.health {
+            self.reload_health(&new);
+        }
+        self.reload_vips(new).await;
+    }
+
+    /// A new credential (rotated certificate or token source, CA, server):
+    /// a new elector for the same Lease replaces the old one without
+    /// releasing it, so a held lease and its VIPs carry on.
+    fn reload_k8s(&mut self, new: &Config) {
+        let mut cfg = self.cfg.clone();
+        cfg.k8s = new.k8s.clone();
+        match super::setup::spawn_control(&cfg, &self.metrics, self.parts.campaigning()) {
+            Ok(control) => {
+                self.creds = control.creds.clone();
+                self.lease_events = self.parts.replace_control(control);
+                self.cfg.k8s = cfg.k8s;
+                tracing::info!("reloaded the Kubernetes API settings");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the new k8s settings; keeping the running ones")
+            }
+        }
+    }
+
+    /// New probe settings; the stable health state carries over.
+    fn reload_health(&mut self, new: &Config) {
+        let mut cfg = self.cfg.clone();
+        cfg.health = new.health.clone();
+        match super::setup::spawn_health(&cfg, self.creds.as_ref(), self.machine.healthy()) {
+            Ok((task, reports)) => {
+                self.parts.health.abort();
+                self.parts.health = task;
+                self.health_reports = reports;
+                self.cfg.health = cfg.health;
+                tracing::info!("reloaded the health probe settings");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the new health settings; keeping the running ones")
+            }
+        }
+    }
+
+    async fn reload_vips(&mut self, new: Config) {
         let old_vips = self.cfg.vips.clone();
         let gone = dropped(&old_vips, &new.vips);
         let added = dropped(&new.vips, &old_vips);
-        let mut rest = new.clone();
-        rest.vips = old_vips.clone();
-        if rest != self.cfg {
-            tracing::warn!(
-                "configuration changes other than vips need a restart (systemctl restart ha-vip); still running with the old ones"
-            );
-        }
         if gone.is_empty() && added.is_empty() {
             tracing::info!("configuration reloaded; nothing to apply");
             return;

@@ -144,6 +144,8 @@ pub(crate) struct Daemon {
     pub(crate) status: crate::observe::Status,
     pub(crate) status_writer: crate::observe::StatusWriter,
     pub(crate) metrics: crate::observe::Metrics,
+    /// The loaded Kubernetes credential, shared with the health probe.
+    pub(crate) creds: Option<crate::kube::Credentials>,
     /// Who holds the lease, as last observed.
     pub(crate) holder: Option<String>,
     /// The last probe's reason, for STATUS= while unhealthy.

@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use super::Daemon;
 use crate::announce::{AnnounceError, Announcer, RawAnnouncer, Schedule};
 use crate::config::{Config, Vip};
-use crate::health::{self, HealthError, HttpProbe, StabilityFilter};
-use crate::kube::{KubeClient, KubeError};
+use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter};
+use crate::kube::{Credentials, KubeClient, KubeError};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
@@ -48,9 +48,9 @@ pub(crate) struct Parts {
     pub(crate) guard: Guard,
     /// Which VIPs the netlink watcher reports removals of.
     pub(crate) watched: vip::WatchedVips,
-    campaign: Option<watch::Sender<bool>>,
-    elector: Option<JoinHandle<()>>,
-    health: JoinHandle<()>,
+    pub(crate) campaign: Option<watch::Sender<bool>>,
+    pub(crate) elector: Option<JoinHandle<()>>,
+    pub(crate) health: JoinHandle<()>,
     metrics_server: Option<JoinHandle<()>>,
 }
 
@@ -60,6 +60,21 @@ impl Parts {
         if let Some(c) = &self.campaign {
             c.send_replace(on);
         }
+    }
+
+    /// What the elector was last told: compete (true) or not.
+    pub(crate) fn campaigning(&self) -> bool {
+        self.campaign.as_ref().is_some_and(|c| *c.borrow())
+    }
+
+    /// Swaps in a new elector. The old one is aborted, not stopped: it must
+    /// not release a lease the new one (same identity, same Lease) keeps.
+    pub(crate) fn replace_control(&mut self, control: Control) -> mpsc::Receiver<LeaseEvent> {
+        if let Some(old) = self.elector.replace(control.elector) {
+            old.abort();
+        }
+        self.campaign = Some(control.campaign);
+        control.events
     }
 
     /// Drops the campaign sender, which makes the elector release the lease
@@ -147,42 +162,8 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         None => None,
     };
 
-    let (campaign_tx, campaign_rx) = watch::channel(false);
-    let (lease_tx, lease_events) = mpsc::channel(64);
-    let (client_creds, elector) = if cfg.k8s.enabled {
-        let client = KubeClient::from_config(&cfg)?;
-        let creds = client.credentials().clone();
-        if cfg.k8s.insecure_skip_tls_verify {
-            tracing::warn!(
-                server = %cfg.k8s.api_server,
-                "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
-            );
-        }
-        let store = super::metered::Metered {
-            inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
-            metrics: metrics.clone(),
-        };
-        let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
-        (
-            Some(creds),
-            tokio::spawn(elector.run(campaign_rx, lease_tx)),
-        )
-    } else {
-        tracing::warn!(
-            "k8s.enabled is false: single-node mode, the VIP is held whenever the local API server is healthy; never run two nodes like this"
-        );
-        let period = cfg.lease.retry_period;
-        (None, tokio::spawn(solo(campaign_rx, lease_tx, period)))
-    };
-
-    let probe = HttpProbe::new(&cfg.health, client_creds.as_ref())?;
-    let (health_tx, health_reports) = mpsc::channel(16);
-    let health = tokio::spawn(health::monitor(
-        probe,
-        cfg.health.interval,
-        StabilityFilter::new(cfg.health.stability_buffer),
-        health_tx,
-    ));
+    let control = spawn_control(&cfg, &metrics, false)?;
+    let (health, health_reports) = spawn_health(&cfg, control.creds.as_ref(), false)?;
 
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
@@ -193,12 +174,13 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             announcer,
             guard,
             watched,
-            campaign: Some(campaign_tx),
-            elector: Some(elector),
+            campaign: Some(control.campaign),
+            elector: Some(control.elector),
             health,
             metrics_server,
         },
-        lease_events,
+        creds: control.creds,
+        lease_events: control.events,
         health_reports,
         net_events,
         notifier,
@@ -215,6 +197,71 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         release_blocked: None,
         cfg,
     })
+}
+
+/// A running elector and what the daemon needs of it.
+pub(crate) struct Control {
+    /// The loaded credential (the health probe reuses its CA and identity).
+    pub(crate) creds: Option<Credentials>,
+    pub(crate) campaign: watch::Sender<bool>,
+    pub(crate) elector: JoinHandle<()>,
+    pub(crate) events: mpsc::Receiver<LeaseEvent>,
+}
+
+/// Loads the credential and starts the lease elector (or the single-node
+/// stand-in), campaigning from the start if `campaign`.
+pub(crate) fn spawn_control(
+    cfg: &Config,
+    metrics: &Metrics,
+    campaign: bool,
+) -> Result<Control, SetupError> {
+    let (campaign_tx, campaign_rx) = watch::channel(campaign);
+    let (lease_tx, events) = mpsc::channel(64);
+    if !cfg.k8s.enabled {
+        tracing::warn!(
+            "k8s.enabled is false: single-node mode, the VIP is held whenever the local API server is healthy; never run two nodes like this"
+        );
+        let elector = tokio::spawn(solo(campaign_rx, lease_tx, cfg.lease.retry_period));
+        return Ok(Control {
+            creds: None,
+            campaign: campaign_tx,
+            elector,
+            events,
+        });
+    }
+    let client = KubeClient::from_config(cfg)?;
+    let creds = client.credentials().clone();
+    if cfg.k8s.insecure_skip_tls_verify {
+        tracing::warn!(
+            server = %cfg.k8s.api_server,
+            "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
+        );
+    }
+    let store = super::metered::Metered {
+        inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
+        metrics: metrics.clone(),
+    };
+    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
+    let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
+    Ok(Control {
+        creds: Some(creds),
+        campaign: campaign_tx,
+        elector,
+        events,
+    })
+}
+
+/// Starts the health monitor, its stability filter starting at `healthy`.
+pub(crate) fn spawn_health(
+    cfg: &Config,
+    creds: Option<&Credentials>,
+    healthy: bool,
+) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
+    let probe = HttpProbe::new(&cfg.health, creds)?;
+    let (tx, reports) = mpsc::channel(16);
+    let filter = StabilityFilter::resumed(cfg.health.stability_buffer, healthy);
+    let task = tokio::spawn(health::monitor(probe, cfg.health.interval, filter, tx));
+    Ok((task, reports))
 }
 
 /// Single-node mode: "the lease" is granted whenever we campaign, renewed

@@ -27,6 +27,16 @@ impl StabilityFilter {
         }
     }
 
+    /// A filter that resumes at a known state (a reload of the probe
+    /// settings must not make a healthy node look unhealthy).
+    pub fn resumed(buffer: Duration, healthy: bool) -> Self {
+        Self {
+            buffer,
+            healthy,
+            opposite_since: None,
+        }
+    }
+
     /// Feeds one raw result seen at `at`; returns the (possibly new) state.
     pub fn observe(&mut self, raw_healthy: bool, at: Instant) -> bool {
         if raw_healthy == self.healthy {
