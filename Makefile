@@ -1,10 +1,13 @@
 # ha-vip: one place for every command CI runs.
 #
 #   make deps    install what the tests need (Debian bookworm, as root)
-#   make check   what CI checks: rustfmt, clippy (warnings denied), all tests
+#   make check   what CI checks: rustfmt, clippy (warnings denied), all tests,
+#                package-check
 #   make test    all tests only
 #   make demo    the newcomer's demo
 #   make build / make release
+#   make deb / make rpm   the packages (cargo-deb, cargo-generate-rpm)
+#   make package-check    build, install, inspect, lint and purge both (root)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -15,17 +18,46 @@ APT_PACKAGES := \
 	procps \
 	openssl \
 	curl \
-	ca-certificates
+	ca-certificates \
+	dpkg-dev \
+	lintian \
+	man-db \
+	rpm \
+	systemd
 #   iproute2         ip netns / ip addr: the data-plane tests check the kernel with it
 #   procps           pgrep/ps for tests that start and stop processes
 #   openssl          throwaway CAs and certificates for TLS tests
 #   curl             probing the test API server from scripts
 #   ca-certificates  HTTPS for cargo and apt-get
+#   systemd          systemd-analyze verify/security for tests/systemd_unit.rs
+#   dpkg-dev         dpkg-shlibdeps: cargo-deb computes the .deb's Depends with it
+#   lintian          package-check lints the .deb
+#   man-db           package-check reads the installed ha-vip(8) with man
+#   rpm              package-check inspects the .rpm (rpm -qp) and installs it
+#                    into a scratch root
+
+# Packaging tools, installed by `make deps` when missing (about 1 and 3
+# minutes of compiling on 2 cores).
+CARGO_DEB_VERSION := 3.8.0
+CARGO_GENERATE_RPM_VERSION := 0.21.1
+
+# Where cargo builds (CARGO_TARGET_DIR if set), and what the packaging
+# targets write there. Cargo.toml's package metadata names the generated
+# files as target/release/gen-docs/..., which both tools map to this.
+TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
+GEN_DOCS = $(TARGET_DIR)/release/gen-docs
+VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+DEB = $(TARGET_DIR)/debian/ha-vip_$(VERSION)-1_$(shell dpkg --print-architecture).deb
+RPM = $(TARGET_DIR)/generate-rpm/ha-vip-$(VERSION)-1.$(shell uname -m).rpm
+# Reproducible dates in the man pages and the .rpm: the last commit's time.
+# Only for the commands that stamp them: cc-rs (ring) rebuilds when it
+# changes, so it must not reach cargo build.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 
 # Test support that builds or fetches heavier prerequisites, run by `make deps`.
 KUBE_APISERVER_SH := tests/support/kube-apiserver.sh
 
-.PHONY: all deps check fmt-check clippy test build release demo bench-failover kube-apiserver clean
+.PHONY: all deps check fmt-check clippy test build release docs deb rpm package-check demo bench-failover kube-apiserver clean
 
 all: check
 
@@ -39,12 +71,17 @@ deps:
 		echo "== apt packages present: $(APT_PACKAGES)"; \
 	fi
 	@command -v cargo-nextest >/dev/null || $(CARGO) install cargo-nextest --locked
+	@# Pinned: the package metadata in Cargo.toml is written for these.
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb@$(CARGO_DEB_VERSION) --locked
+	@command -v cargo-generate-rpm >/dev/null || $(CARGO) install cargo-generate-rpm@$(CARGO_GENERATE_RPM_VERSION) --locked
 	@if [ -f $(KUBE_APISERVER_SH) ]; then \
 		echo "== $(KUBE_APISERVER_SH) build"; \
 		bash $(KUBE_APISERVER_SH) build; \
 	fi
 
-check: fmt-check clippy test
+# package-check needs root (dpkg -i); it adds a release build (about 3
+# minutes from scratch on 2 cores) and about 40 s of its own.
+check: fmt-check clippy test package-check
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -78,6 +115,25 @@ bench-failover: kube-apiserver
 
 kube-apiserver:
 	@bash $(KUBE_APISERVER_SH) build >/dev/null
+
+# Man pages and shell completions, generated from ha_vip::cli::Cli.
+docs:
+	rm -rf $(GEN_DOCS)
+	$(CARGO) build -q --example gen-docs
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(TARGET_DIR)/debug/examples/gen-docs $(GEN_DOCS)
+	gzip -9n $(GEN_DOCS)/man/*.8
+
+deb: release docs
+	$(CARGO) deb --no-build --output $(DEB)
+
+rpm: release docs
+	mkdir -p $(dir $(RPM))
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(CARGO) generate-rpm --target-dir $(TARGET_DIR) --output $(RPM)
+
+# Installs both packages on this machine (as root), checks their files,
+# modes, conffile and scriptlets, lints the .deb and purges them again.
+package-check: deb rpm
+	bash packaging/check-packages.sh $(DEB) $(RPM) $(VERSION)
 
 clean:
 	$(CARGO) clean
