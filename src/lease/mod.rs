@@ -18,7 +18,7 @@ pub use event::{LeaseEvent, LostReason, Timings};
 pub use fake::FakeLeaseStore;
 pub use record::{LeaseRecord, StoredLease, format_micro_time};
 pub use release::release_if_held;
-pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WatchEvent};
+pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WATCH_TIMEOUT, WatchEvent};
 
 #[cfg(test)]
 mod tests;
