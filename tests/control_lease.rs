@@ -6,9 +6,10 @@ mod apiserver;
 use std::time::Duration;
 
 use apiserver::ApiServer;
+use futures::StreamExt;
 use ha_vip::config::Credential;
 use ha_vip::kube::{Credentials, KubeClient, Operation, request_timeout};
-use ha_vip::lease::{Elector, KubeLeaseStore, LeaseEvent, LostReason, Timings};
+use ha_vip::lease::{Elector, KubeLeaseStore, LeaseEvent, LeaseStore, LostReason, Timings};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
@@ -41,7 +42,10 @@ fn store(api: &ApiServer, name: &str) -> KubeLeaseStore {
 }
 
 fn node(api: &ApiServer, lease: &str, id: &str) -> Node {
-    let store = store(api, lease);
+    node_with(store(api, lease), id)
+}
+
+fn node_with(store: KubeLeaseStore, id: &str) -> Node {
     let (campaign, crx) = watch::channel(true);
     let (etx, events) = mpsc::channel(1024);
     let task = tokio::spawn(Elector::new(store.clone(), id, T).run(crx, etx));
@@ -100,6 +104,32 @@ async fn raw_lease(api: &ApiServer, name: &str) -> serde_json::Value {
         )
         .await
         .unwrap()
+}
+
+/// `kubectl delete lease NAME -n kube-system`, with curl (a runtime
+/// dependency of the harness) as admin.
+async fn delete_lease(api: &ApiServer, name: &str) {
+    let url = format!(
+        "{}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}",
+        api.server()
+    );
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "-X", "DELETE", "--cacert"])
+        .arg(api.ca())
+        .arg("-H")
+        .arg(format!(
+            "Authorization: Bearer {}",
+            api.var("KUBE_ADMIN_TOKEN")
+        ))
+        .arg(&url)
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "DELETE {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn is_micro_time(s: &str) -> bool {
@@ -229,7 +259,8 @@ async fn two_contenders_started_together_get_one_holder() {
     };
     let mut a = node(&api, "race", "node-a");
     let mut b = node(&api, "race", "node-b");
-    sleep(Duration::from_secs(3)).await;
+    // A missing Lease is created one lease duration after it was seen missing.
+    sleep(T.duration + Duration::from_secs(3)).await;
     let (ea, eb) = (a.drain(), b.drain());
     let wins =
         ea.iter().filter(|e| is_acquired(e)).count() + eb.iter().filter(|e| is_acquired(e)).count();
@@ -355,5 +386,165 @@ async fn a_stopped_apiserver_costs_the_lease_by_the_deadline_and_a_restart_recov
     assert_eq!(
         raw_lease(&api, "outage").await["spec"]["holderIdentity"],
         "node-a"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_lease_costs_the_holder_and_is_recreated_only_after_a_duration() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let mut a = node(&api, "deleted", "node-a");
+    a.acquired().await;
+    let mut b = node(&api, "deleted", "node-b");
+    b.until(
+        "Observed node-a",
+        |e| matches!(e, LeaseEvent::Observed { holder: Some(h), .. } if h == "node-a"),
+    )
+    .await;
+    sleep(Duration::from_millis(700)).await;
+    let deleting = Instant::now();
+    delete_lease(&api, "deleted").await;
+    // The holder's next renewal gets 404: it loses (and drops its VIP).
+    let lost_at = match a
+        .until("Lost", |e| matches!(e, LeaseEvent::Lost { .. }))
+        .await
+    {
+        LeaseEvent::Lost { reason, at } => {
+            assert_eq!(reason, LostReason::Deleted);
+            at
+        }
+        _ => unreachable!(),
+    };
+    // Nobody creates it again before a lease duration has passed.
+    let first = tokio::select! {
+        t = a.acquired() => t,
+        t = b.acquired() => t,
+    };
+    eprintln!(
+        "MEASURE kubectl delete lease: holder lost it {} ms after the DELETE was sent, the lease was held again {} ms after it (lease duration 4 s)",
+        (lost_at - deleting).as_millis(),
+        (first - deleting).as_millis()
+    );
+    assert!(
+        lost_at - deleting <= T.retry_period + Duration::from_millis(500),
+        "the holder noticed the deletion late: {:?}",
+        lost_at - deleting
+    );
+    assert!(
+        first - deleting >= T.duration,
+        "recreated {:?} after the deletion",
+        first - deleting
+    );
+    assert!(
+        first - deleting <= T.duration + Duration::from_secs(2),
+        "recreated late: {:?}",
+        first - deleting
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_is_reported_once_and_retried_every_retry_period() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let k8s = api.k8s(Credential::Token(api.var("KUBE_ADMIN_TOKEN")));
+    let client = KubeClient::new(
+        &k8s,
+        Credentials::load(&k8s).unwrap(),
+        request_timeout(T.renew_deadline),
+    )
+    .unwrap();
+    let s = KubeLeaseStore::new(client, "no-such-namespace", "ha-vip");
+    let mut n = node_with(s, "node-a");
+    // Past the wait for a missing Lease, then a window of retries.
+    sleep(T.duration + Duration::from_secs(1)).await;
+    let before = n.store.requests();
+    let window = Duration::from_secs(5);
+    sleep(window).await;
+    let requests = n.store.requests() - before;
+    let events = n.drain();
+    eprintln!(
+        "MEASURE missing namespace: {requests} requests in {} s",
+        window.as_secs()
+    );
+    let failures: Vec<&LeaseEvent> = events
+        .iter()
+        .filter(|e| matches!(e, LeaseEvent::RequestFailed { .. }))
+        .collect();
+    assert_eq!(failures.len(), 1, "reported once: {events:?}");
+    let LeaseEvent::RequestFailed { error, .. } = failures[0] else {
+        unreachable!()
+    };
+    assert!(error.is_not_found(), "{error}");
+    assert!(
+        error.to_string().contains("no-such-namespace"),
+        "names the namespace: {error}"
+    );
+    // One create per retry_period, plus a get + watch per lease duration.
+    assert!(
+        (5..=16).contains(&requests),
+        "{requests} requests in {window:?}"
+    );
+    assert!(events.iter().all(|e| !is_acquired(e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_end_after_timeout_seconds_and_the_follower_reopens_them() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let short = Duration::from_secs(1);
+    // The server ends a watch by itself after timeoutSeconds.
+    let raw = store(&api, "timeout").with_watch_timeout(short);
+    let opened = Instant::now();
+    let mut w = raw.watch(None).await.unwrap();
+    while let Some(ev) = timeout(PATIENCE, w.next())
+        .await
+        .expect("the server did not end the watch")
+    {
+        ev.unwrap();
+    }
+    let ended = opened.elapsed();
+    eprintln!(
+        "MEASURE watch with timeoutSeconds=1 ended after {} ms",
+        ended.as_millis()
+    );
+    assert!(
+        (short..short + Duration::from_secs(3)).contains(&ended),
+        "{ended:?}"
+    );
+
+    // A follower whose watches keep ending still follows, quietly, and
+    // takes a release at once.
+    let mut a = node(&api, "timeout", "node-a");
+    a.acquired().await;
+    let mut b = node_with(store(&api, "timeout").with_watch_timeout(short), "node-b");
+    b.until(
+        "Observed node-a",
+        |e| matches!(e, LeaseEvent::Observed { holder: Some(h), .. } if h == "node-a"),
+    )
+    .await;
+    let before = b.store.requests();
+    sleep(Duration::from_secs(4)).await;
+    let reopened = b.store.requests() - before;
+    assert!(
+        (2..=12).contains(&reopened),
+        "a get + watch per ended watch: {reopened} requests in 4 s"
+    );
+    assert!(b.drain().iter().all(|e| !is_acquired(e)));
+    a.campaign.send(false).unwrap();
+    let released_at = match a
+        .until("Lost", |e| matches!(e, LeaseEvent::Lost { .. }))
+        .await
+    {
+        LeaseEvent::Lost { at, .. } => at,
+        _ => unreachable!(),
+    };
+    let sent_at = b.acquired().await;
+    assert!(
+        sent_at - released_at < Duration::from_millis(1500),
+        "took {:?} after the release",
+        sent_at - released_at
     );
 }

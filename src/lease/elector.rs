@@ -42,13 +42,43 @@ pub struct Elector<S> {
     leading: Option<Leading>,
     watch: Option<LeaseWatch>,
     watch_opened: Instant,
+    /// When the open watch last delivered an event (or was opened).
+    watch_active: Instant,
     next_poll: Instant,
     /// No acquire attempt before this (set after a failed attempt).
     not_before: Instant,
+    /// Since when this node has seen no Lease it may take at once: the
+    /// object missing, or created anew while free. Cleared by a live holder.
+    absent_since: Option<Instant>,
+    /// The last failure reported per follower step: a follower reports a
+    /// repeated failure once, not on every attempt.
+    failing: [Option<String>; 3],
+}
+
+/// The follower's kinds of request, for reporting failures once per change.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Read = 0,
+    Watch = 1,
+    Acquire = 2,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "reading the lease",
+            Self::Watch => "watching the lease",
+            Self::Acquire => "acquiring the lease",
+        }
+    }
 }
 
 impl<S: LeaseStore> Elector<S> {
     /// An elector writing `identity` (the node name) as holder.
+    ///
+    /// `identity` must be unique among the nodes competing for the Lease:
+    /// like client-go, an elector takes a Lease that names itself as holder
+    /// at once (it is its own, e.g. from before a restart).
     pub fn new(store: S, identity: impl Into<String>, timings: Timings) -> Self {
         let now = Instant::now();
         Self {
@@ -59,8 +89,11 @@ impl<S: LeaseStore> Elector<S> {
             leading: None,
             watch: None,
             watch_opened: now,
+            watch_active: now,
             next_poll: now,
             not_before: now,
+            absent_since: None,
+            failing: Default::default(),
         }
     }
 
@@ -224,7 +257,9 @@ impl<S: LeaseStore> Elector<S> {
             transitions: l.current.record.transitions,
         };
         match self.store.update(&l.current, &record).await {
-            Ok(stored) => self.observe(Some(stored), events).await,
+            Ok(stored) => {
+                self.observe(Some(stored), events).await;
+            }
             Err(e) if e.is_conflict() || e.is_not_found() => {
                 tracing::info!(error = %e, "lease not released: someone else wrote it since our last renewal");
             }
@@ -249,6 +284,22 @@ impl<S: LeaseStore> Elector<S> {
         if acquire_at.is_some_and(|at| at <= now) {
             return self.try_acquire(events).await;
         }
+        // A live holder writes every retry_period, so a watch silent for a
+        // whole lease duration is either watching a Lease nobody renews (then
+        // a re-read costs little) or dead without the connection noticing.
+        let idle_at = self
+            .watch
+            .as_ref()
+            .map(|_| self.watch_active + self.timings.duration);
+        if idle_at.is_some_and(|at| at <= now) {
+            tracing::debug!(
+                idle = ?self.timings.duration,
+                "no event on the lease watch for a lease duration; re-reading the lease and reopening the watch"
+            );
+            self.watch = None;
+            self.next_poll = now;
+            return;
+        }
         let far = now + Duration::from_secs(3600);
         let polling = self.watch.is_none();
         let next_poll = self.next_poll;
@@ -264,40 +315,71 @@ impl<S: LeaseStore> Elector<S> {
             r = campaign.changed() => if r.is_err() { *open = false },
             ev = next_event => self.on_watch(ev, events).await,
             () = sleep_until(acquire_at.unwrap_or(far)), if acquire_at.is_some() => {}
+            () = sleep_until(idle_at.unwrap_or(far)), if idle_at.is_some() => {}
             () = sleep_until(next_poll), if polling => {}
         }
     }
 
     /// When to try to acquire, given what we saw; `None` before the first read.
+    ///
+    /// Only a free Lease (empty holder: a release, which a holder writes
+    /// once its VIPs are gone) or our own is taken at once. A Lease held by
+    /// another node is taken `max(leaseDurationSeconds, our duration)` after
+    /// we saw its last change: a record without (or with a short)
+    /// `leaseDurationSeconds`, written by another tool, gets no less.
     fn acquire_at(&self) -> Option<Instant> {
         let obs = self.observed.as_ref()?;
+        let d = self.timings.duration;
         let at = match &obs.lease {
-            None => obs.at,
-            Some(l) if l.record.holder.is_empty() || l.record.holder == self.identity => obs.at,
-            Some(l) => obs.at + l.record.duration(),
+            // Missing: perhaps deleted (`kubectl delete`, a GitOps prune)
+            // under a holder that still has its VIP until its next renewal
+            // fails. Create it only a lease duration after first seeing it
+            // missing. A cluster's very first start waits this once, too.
+            None => self.absent_since.unwrap_or(obs.at) + d,
+            Some(l) => match l.record.holder() {
+                Some(h) if h == self.identity => obs.at,
+                Some(_) => obs.at + l.record.duration().max(d),
+                // Free, but created anew after it went missing: that was no
+                // release, so the wait for a missing Lease goes on.
+                None => self.absent_since.map_or(obs.at, |t| (t + d).max(obs.at)),
+            },
         };
         Some(at.max(self.not_before))
     }
 
+    /// Reads the Lease, then watches it from the version read.
     async fn refresh(&mut self, events: &mpsc::Sender<LeaseEvent>) {
         self.next_poll = Instant::now() + self.timings.retry_period;
         let lease = match self.store.get().await {
-            Ok(l) => l,
+            Ok(l) => {
+                self.recovered(Step::Read);
+                l
+            }
             Err(e) => {
-                tracing::debug!(error = %e, "reading the lease failed");
-                return emit_failed(events, e).await;
+                self.report(Step::Read, e, events).await;
+                return;
             }
         };
         let rv = lease.as_ref().map(|l| l.resource_version.clone());
         self.observe(lease, events).await;
-        match self.store.watch(rv.as_deref()).await {
+        self.open_watch(rv.as_deref(), events).await;
+    }
+
+    /// (Re)opens the watch after `rv`; on failure, polls every retry_period.
+    async fn open_watch(&mut self, rv: Option<&str>, events: &mpsc::Sender<LeaseEvent>) {
+        self.watch = None;
+        match self.store.watch(rv).await {
             Ok(w) => {
+                self.recovered(Step::Watch);
+                let now = Instant::now();
                 self.watch = Some(w);
-                self.watch_opened = Instant::now();
+                self.watch_opened = now;
+                self.watch_active = now;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "watching the lease failed; polling every retry_period");
-                emit_failed(events, e).await;
+                self.next_poll = Instant::now() + self.timings.retry_period;
+                self.report(Step::Watch, e, events).await;
             }
         }
     }
@@ -308,19 +390,26 @@ impl<S: LeaseStore> Elector<S> {
         events: &mpsc::Sender<LeaseEvent>,
     ) {
         match ev {
-            Some(Ok(WatchEvent::Changed(l))) => self.observe(Some(l), events).await,
-            Some(Ok(WatchEvent::Deleted)) => self.observe(None, events).await,
+            Some(Ok(WatchEvent::Changed(l))) => {
+                self.watch_active = Instant::now();
+                self.observe(Some(l), events).await;
+            }
+            Some(Ok(WatchEvent::Deleted)) => {
+                self.watch_active = Instant::now();
+                self.observe(None, events).await;
+            }
             other => {
                 if let Some(Err(e)) = other {
                     if e.status() == Some(410) {
                         tracing::debug!(error = %e, "lease watch expired; re-reading");
                     } else {
                         tracing::debug!(error = %e, "lease watch failed");
-                        emit_failed(events, e).await;
+                        self.report(Step::Watch, e, events).await;
                     }
                 }
-                // Re-read at once, but not in a tight loop if watches keep
-                // breaking right after they open.
+                // Re-read at once (the server ends every watch after its
+                // timeout), but not in a tight loop if watches keep breaking
+                // right after they open.
                 self.watch = None;
                 self.next_poll =
                     (self.watch_opened + self.timings.retry_period).max(Instant::now());
@@ -330,6 +419,7 @@ impl<S: LeaseStore> Elector<S> {
 
     async fn try_acquire(&mut self, events: &mpsc::Sender<LeaseEvent>) {
         let Some(obs) = &self.observed else { return };
+        let creating = obs.lease.is_none();
         let now = SystemTime::now();
         let sent_at = Instant::now();
         let result = match &obs.lease {
@@ -365,9 +455,10 @@ impl<S: LeaseStore> Elector<S> {
                 self.store.update(cur, &record).await
             }
         };
-        match result {
+        let e = match result {
             Ok(stored) => {
                 tracing::info!(identity = %self.identity, "acquired the lease");
+                self.recovered(Step::Acquire);
                 self.observe(Some(stored.clone()), events).await;
                 self.watch = None;
                 self.leading = Some(Leading {
@@ -376,29 +467,94 @@ impl<S: LeaseStore> Elector<S> {
                     next_renew: sent_at + self.timings.retry_period,
                 });
                 emit(events, LeaseEvent::Acquired { sent_at }).await;
+                return;
             }
-            Err(e) if e.is_conflict() || e.is_not_found() => {
-                // Someone else wrote first: re-read, never retry blindly.
-                tracing::debug!(error = %e, "lost the race for the lease; re-reading");
-                match self.store.get().await {
-                    Ok(lease) => self.observe(lease, events).await,
-                    Err(e) => {
-                        emit_failed(events, e).await;
-                        self.not_before = Instant::now() + self.timings.retry_period;
-                    }
+            Err(e) => e,
+        };
+        if creating && e.is_not_found() {
+            // A create answers 404 only when the namespace (or the
+            // coordination.k8s.io/v1 API) is missing: no race, nothing new
+            // to read; retry every retry_period, say so once.
+            let namespace = match &e {
+                KubeError::NotFound { op, .. } => op.namespace.clone(),
+                _ => None,
+            };
+            let namespace = namespace.as_deref().unwrap_or("<none>").to_string();
+            if self.report(Step::Acquire, e, events).await {
+                tracing::warn!(
+                    %namespace,
+                    "cannot create the lease: namespace {namespace} does not exist; create namespace {namespace} or set lease.namespace"
+                );
+            }
+        } else if e.is_conflict() || e.is_not_found() {
+            // Someone else wrote first: re-read, never retry blindly. A newer
+            // version lets us decide at once (e.g. it was a release).
+            tracing::debug!(error = %e, "lost the race for the lease; re-reading");
+            if self.reread(events).await {
+                return;
+            }
+        } else {
+            tracing::debug!(error = %e, "acquiring the lease failed");
+            self.report(Step::Acquire, e, events).await;
+        }
+        self.not_before = Instant::now() + self.timings.retry_period;
+    }
+
+    /// Re-reads the Lease after a lost race; true if it showed a version we
+    /// had not seen. Then the watch had not delivered it (it lags, or it is
+    /// dead without knowing), so it is reopened from the version read.
+    async fn reread(&mut self, events: &mpsc::Sender<LeaseEvent>) -> bool {
+        match self.store.get().await {
+            Ok(lease) => {
+                self.recovered(Step::Read);
+                let rv = lease.as_ref().map(|l| l.resource_version.clone());
+                let newer = self.observe(lease, events).await;
+                if newer && self.watch.is_some() {
+                    self.open_watch(rv.as_deref(), events).await;
                 }
+                newer
             }
             Err(e) => {
-                tracing::debug!(error = %e, "acquiring the lease failed");
-                emit_failed(events, e).await;
-                self.not_before = Instant::now() + self.timings.retry_period;
+                self.report(Step::Read, e, events).await;
+                false
             }
         }
     }
 
-    /// Records what we saw; the observation time only moves when the Lease
-    /// changed (a new resourceVersion), which is what expiry counts from.
-    async fn observe(&mut self, lease: Option<StoredLease>, events: &mpsc::Sender<LeaseEvent>) {
+    /// Reports a follower's failure unless it is the same as the last one
+    /// of this step; true if it was reported.
+    async fn report(
+        &mut self,
+        step: Step,
+        error: KubeError,
+        events: &mpsc::Sender<LeaseEvent>,
+    ) -> bool {
+        let text = error.to_string();
+        let last = &mut self.failing[step as usize];
+        if last.as_deref() == Some(text.as_str()) {
+            tracing::debug!(error = %text, "{} failed again", step.name());
+            return false;
+        }
+        *last = Some(text);
+        emit_failed(events, error).await;
+        true
+    }
+
+    /// A follower's request of this step succeeded.
+    fn recovered(&mut self, step: Step) {
+        if self.failing[step as usize].take().is_some() {
+            tracing::info!("{} works again", step.name());
+        }
+    }
+
+    /// Records what we saw; true if it was a version we had not seen. The
+    /// observation time only moves when the Lease changed (a new
+    /// resourceVersion), which is what expiry counts from.
+    async fn observe(
+        &mut self,
+        lease: Option<StoredLease>,
+        events: &mpsc::Sender<LeaseEvent>,
+    ) -> bool {
         let rv = |l: &Option<StoredLease>| l.as_ref().map(|l| l.resource_version.clone());
         let holder =
             |l: &Option<StoredLease>| l.as_ref().and_then(|l| l.record.holder()).map(String::from);
@@ -407,9 +563,28 @@ impl<S: LeaseStore> Elector<S> {
             .as_ref()
             .map(|o| (rv(&o.lease), holder(&o.lease)));
         if before.as_ref().is_some_and(|(v, _)| *v == rv(&lease)) {
-            return;
+            return false;
         }
         let now = Instant::now();
+        let old_uid = self
+            .observed
+            .as_ref()
+            .and_then(|o| o.lease.as_ref())
+            .and_then(StoredLease::uid);
+        let recreated = match (old_uid, lease.as_ref().and_then(StoredLease::uid)) {
+            (Some(old), Some(new)) => old != new,
+            _ => false,
+        };
+        match &lease {
+            None => {
+                self.absent_since.get_or_insert(now);
+            }
+            Some(l) if l.record.holder().is_some() => self.absent_since = None,
+            Some(_) if recreated => {
+                self.absent_since.get_or_insert(now);
+            }
+            Some(_) => {}
+        }
         let new_holder = holder(&lease);
         self.observed = Some(Observation { lease, at: now });
         if before.is_none_or(|(_, h)| h != new_holder) {
@@ -426,6 +601,7 @@ impl<S: LeaseStore> Elector<S> {
             )
             .await;
         }
+        true
     }
 
     fn duration_seconds(&self) -> u32 {

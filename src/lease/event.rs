@@ -8,7 +8,9 @@ use crate::kube::KubeError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
     /// `leaseDurationSeconds`: how long a standby waits after it last saw
-    /// the Lease change (whole seconds; the fraction is dropped).
+    /// the Lease change (at least; longer if the holder wrote a longer one),
+    /// and after it first saw the Lease missing before it creates it (whole
+    /// seconds; the fraction is dropped).
     pub duration: Duration,
     /// The holder has lost once this has passed since it sent its last
     /// successful renewal.
@@ -79,7 +81,9 @@ pub enum LeaseEvent {
         /// When it was seen.
         at: Instant,
     },
-    /// A request failed (409s of a lost race are not reported).
+    /// A request failed. 409s of a lost race are not reported; a follower
+    /// reports a failure once, not again while the same request keeps
+    /// failing the same way (the holder reports every failure).
     RequestFailed {
         /// What failed.
         error: KubeError,

@@ -3,7 +3,8 @@
 //! It has the semantics of the API server that matter here: resourceVersions
 //! change with every write, stale updates get 409, watches see every change.
 //! Tests play "another node" with [`FakeLeaseStore::set`] and inject failures
-//! with [`FakeLeaseStore::fail_with`] and [`FakeLeaseStore::hang`].
+//! with [`FakeLeaseStore::fail_with`], [`FakeLeaseStore::hang`] and
+//! [`FakeLeaseStore::stall_watches`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -25,6 +26,8 @@ struct State {
     lease: Option<StoredLease>,
     next_rv: u64,
     watchers: Vec<mpsc::UnboundedSender<Result<WatchEvent, KubeError>>>,
+    /// Watches that silently stopped delivering (kept open, never fed).
+    stalled: Vec<mpsc::UnboundedSender<Result<WatchEvent, KubeError>>>,
     fail: Option<KubeError>,
     hang: bool,
     requests: u64,
@@ -33,7 +36,18 @@ struct State {
 impl State {
     fn write(&mut self, record: Option<LeaseRecord>) -> Option<StoredLease> {
         self.next_rv += 1;
-        self.lease = record.map(|r| StoredLease::new(r, self.next_rv.to_string()));
+        // Like the API server: an object created anew gets a new uid.
+        let uid = match &self.lease {
+            Some(l) => l.metadata.get("uid").cloned(),
+            None => Some(format!("uid-{}", self.next_rv).into()),
+        };
+        self.lease = record.map(|r| {
+            let mut l = StoredLease::new(r, self.next_rv.to_string());
+            if let Some(uid) = uid {
+                l.metadata.insert("uid".into(), uid);
+            }
+            l
+        });
         let event = match &self.lease {
             Some(l) => WatchEvent::Changed(l.clone()),
             None => WatchEvent::Deleted,
@@ -92,6 +106,21 @@ impl FakeLeaseStore {
     /// with `false`.
     pub fn hang(&self, on: bool) {
         self.state().hang = on;
+    }
+
+    /// Makes the open watches go silent without ending, like a connection
+    /// that died unnoticed; watches opened later work.
+    pub fn stall_watches(&self) {
+        let mut s = self.state();
+        let open = std::mem::take(&mut s.watchers);
+        s.stalled.extend(open);
+    }
+
+    /// Watches open and delivering.
+    pub fn open_watches(&self) -> usize {
+        let mut s = self.state();
+        s.watchers.retain(|w| !w.is_closed());
+        s.watchers.len()
     }
 
     /// Requests received so far.

@@ -4,7 +4,10 @@
 //! [`LeaseStore`] ([`KubeLeaseStore`] for the API server, [`FakeLeaseStore`]
 //! in memory) and reports [`LeaseEvent`]s. Expiry is judged on the local
 //! monotonic clock only: a Lease held by another node expires
-//! `leaseDurationSeconds` after this node saw it change.
+//! `max(leaseDurationSeconds, our lease duration)` after this node saw it
+//! change; a missing Lease may be created one lease duration after this node
+//! first saw it missing; only a released Lease (empty holder) is taken at
+//! once.
 
 mod elector;
 mod event;
@@ -18,7 +21,7 @@ pub use event::{LeaseEvent, LostReason, Timings};
 pub use fake::FakeLeaseStore;
 pub use record::{LeaseRecord, StoredLease, format_micro_time};
 pub use release::release_if_held;
-pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WatchEvent};
+pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WATCH_TIMEOUT, WatchEvent};
 
 #[cfg(test)]
 mod tests;

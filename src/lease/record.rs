@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 pub struct LeaseRecord {
     /// Node holding the lease; empty when released or never held.
     pub holder: String,
-    /// `leaseDurationSeconds`.
+    /// `leaseDurationSeconds`; 0 when the field is absent (an elector
+    /// never waits less than its own lease duration anyway).
     pub duration_seconds: u32,
     /// `acquireTime`.
     pub acquire_time: Option<SystemTime>,
@@ -57,6 +58,11 @@ impl StoredLease {
             resource_version: resource_version.into(),
             metadata: Map::new(),
         }
+    }
+
+    /// `metadata.uid`: a Lease deleted and created again has a new one.
+    pub(crate) fn uid(&self) -> Option<&str> {
+        self.metadata.get("uid").and_then(Value::as_str)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
@@ -53,10 +54,15 @@ pub struct KubeLeaseStore {
     client: KubeClient,
     namespace: String,
     name: String,
+    watch_timeout: Duration,
     requests: Arc<AtomicU64>,
 }
 
 const RESOURCE: &str = "leases.coordination.k8s.io";
+
+/// The `timeoutSeconds` of a watch: the API server ends it after this and
+/// the elector opens a new one, so no watch connection lives for ever.
+pub const WATCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl KubeLeaseStore {
     /// The Lease `config.lease` names, reached with `config.k8s` (request
@@ -76,8 +82,16 @@ impl KubeLeaseStore {
             client,
             namespace: namespace.into(),
             name: name.into(),
+            watch_timeout: WATCH_TIMEOUT,
             requests: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The same store, with watches ended by the server after `timeout`
+    /// (whole seconds, at least 1) instead of [`WATCH_TIMEOUT`].
+    pub fn with_watch_timeout(mut self, timeout: Duration) -> Self {
+        self.watch_timeout = timeout;
+        self
     }
 
     /// Number of API requests sent so far (a watch counts once, when opened).
@@ -164,9 +178,10 @@ impl LeaseStore for KubeLeaseStore {
         self.count();
         let op = self.op("watch", false);
         let mut path = format!(
-            "{}?watch=1&fieldSelector=metadata.name%3D{}",
+            "{}?watch=1&fieldSelector=metadata.name%3D{}&timeoutSeconds={}",
             self.collection(),
-            self.name
+            self.name,
+            self.watch_timeout.as_secs().max(1)
         );
         if let Some(rv) = resource_version {
             path.push_str("&resourceVersion=");
