@@ -83,6 +83,18 @@ impl Node {
         }
     }
 
+    /// A node that runs an existing config file; its log goes to `dir`.
+    pub fn from_config(ns: &str, name: &str, config: &Path, dir: &Path) -> Self {
+        Node {
+            ns: ns.to_string(),
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            log: dir.join(format!("{name}.log")),
+            env: Vec::new(),
+            child: None,
+        }
+    }
+
     /// Starts `ha-vip run` in the node's namespace.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);
