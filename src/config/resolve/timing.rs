@@ -26,10 +26,12 @@ impl Resolver<'_> {
                 format!("lease.duration: {} is not a whole number of seconds; expected e.g. 4s (the Lease stores leaseDurationSeconds)", fmt_d(duration)),
             ));
         }
-        if renew_deadline < Duration::from_secs(1) {
+        // A renewal may take up to the request timeout (half the deadline)
+        // and still has to leave a whole second of VIP lifetime after it.
+        if renew_deadline < Duration::from_secs(2) {
             return Err(self.err(
                 pos(&l.renew_deadline),
-                format!("lease.renew_deadline: {} is too short; expected at least 1s (the kernel fence lifetime is counted in whole seconds)", fmt_d(renew_deadline)),
+                format!("lease.renew_deadline: {} is too short; expected at least 2s (a renewal may take up to half of it, and the VIP's kernel lifetime after it is whole seconds, at least 1)", fmt_d(renew_deadline)),
             ));
         }
         if retry_period < d::MIN_RETRY_PERIOD {
