@@ -9,8 +9,9 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::lab::node::{Access, FAST_HEALTH, Node};
-use common::lab::{Lab, forward::Forwarder, meter};
+use common::lab::meter;
+use common::lab::node::FAST_HEALTH;
+use common::lab::testbed::Testbed;
 use ha_vip::lease::{KubeLeaseStore, LeaseStore};
 use nix::sys::signal::Signal;
 
@@ -40,43 +41,10 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
     let Some(api) = apiserver::ApiServer::start() else {
         return;
     };
-    let lab = Lab::new(2);
-    let target = api
-        .server()
-        .trim_start_matches("https://")
-        .parse()
-        .expect("server addr");
-    let _fwd: Vec<Forwarder> = lab
-        .nodes
-        .iter()
-        .map(|ns| Forwarder::start(ns, "0.0.0.0:6443".parse().unwrap(), target))
-        .collect();
-
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).unwrap();
-    let lease = format!("e2e-{}", lab.prefix);
-    let access = Access {
-        ca: api.ca(),
-        token_file,
-        lease: lease.clone(),
-    };
-    let vip = lab.vip().to_string();
-    let mut nodes: Vec<Node> = lab
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            Node::new(
-                dir.path(),
-                ns,
-                &format!("n{}", i + 1),
-                &vip,
-                &access,
-                FAST_HEALTH,
-            )
-        })
-        .collect();
+    let bed = Testbed::new(&api, 2, "e2e");
+    let lab = &bed.lab;
+    let mut nodes = bed.nodes("n", FAST_HEALTH);
+    let lease = bed.access.lease.clone();
     let store = KubeLeaseStore::new(api.admin(), "kube-system", lease);
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
 
@@ -177,41 +145,9 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
     let Some(api) = apiserver::ApiServer::start() else {
         return;
     };
-    let lab = Lab::new(2);
-    let target = api
-        .server()
-        .trim_start_matches("https://")
-        .parse()
-        .expect("server addr");
-    let _fwd: Vec<Forwarder> = lab
-        .nodes
-        .iter()
-        .map(|ns| Forwarder::start(ns, "0.0.0.0:6443".parse().unwrap(), target))
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).unwrap();
-    let access = Access {
-        ca: api.ca(),
-        token_file,
-        lease: format!("stuck-{}", lab.prefix),
-    };
-    let vip = lab.vip().to_string();
-    let mut nodes: Vec<Node> = lab
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, ns)| {
-            Node::new(
-                dir.path(),
-                ns,
-                &format!("n{}", i + 1),
-                &vip,
-                &access,
-                FAST_HEALTH,
-            )
-        })
-        .collect();
+    let bed = Testbed::new(&api, 2, "stuck");
+    let lab = &bed.lab;
+    let mut nodes = bed.nodes("n", FAST_HEALTH);
     for n in &mut nodes {
         n.start();
     }

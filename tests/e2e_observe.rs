@@ -12,8 +12,9 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::lab::node::{Access, FAST_HEALTH, Node, binary};
-use common::lab::{Lab, forward::Forwarder, netns};
+use common::lab::netns;
+use common::lab::node::{FAST_HEALTH, binary};
+use common::lab::testbed::Testbed;
 use nix::sys::signal::Signal;
 
 /// systemd's side: reads every datagram, as systemd always does.
@@ -74,19 +75,10 @@ async fn serial_e2e_systemd_protocol_reload_metrics_and_status() {
     let Some(api) = apiserver::ApiServer::start() else {
         return;
     };
-    let lab = Lab::new(1);
-    let target = api.server().trim_start_matches("https://").parse().unwrap();
-    let _fwd = Forwarder::start(&lab.nodes[0], "0.0.0.0:6443".parse().unwrap(), target);
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).unwrap();
-    let access = Access {
-        ca: api.ca(),
-        token_file,
-        lease: format!("obs-{}", lab.prefix),
-    };
+    let bed = Testbed::new(&api, 1, "obs");
+    let (lab, dir, access) = (&bed.lab, &bed.dir, &bed.access);
     let vip = lab.vip().to_string();
-    let mut node = Node::new(dir.path(), &lab.nodes[0], "n1", &vip, &access, FAST_HEALTH);
+    let mut node = bed.node(0, "n1", FAST_HEALTH);
 
     // systemd's side of the protocol: a datagram socket on the filesystem.
     let sock_path = dir.path().join("notify.sock");

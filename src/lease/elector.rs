@@ -248,14 +248,7 @@ impl<S: LeaseStore> Elector<S> {
             },
         )
         .await;
-        let now = SystemTime::now();
-        let record = LeaseRecord {
-            holder: String::new(),
-            duration_seconds: 1,
-            acquire_time: Some(now),
-            renew_time: Some(now),
-            transitions: l.current.record.transitions,
-        };
+        let record = LeaseRecord::released(l.current.record.transitions);
         match self.store.update(&l.current, &record).await {
             Ok(stored) => {
                 self.observe(Some(stored), events).await;

@@ -26,6 +26,19 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
+    /// What a holder writes to give the Lease up, as client-go's
+    /// ReleaseOnCancel does: no holder, a 1 s duration, transitions kept.
+    pub fn released(transitions: u32) -> Self {
+        let now = SystemTime::now();
+        Self {
+            holder: String::new(),
+            duration_seconds: 1,
+            acquire_time: Some(now),
+            renew_time: Some(now),
+            transitions,
+        }
+    }
+
     /// The holder, `None` when the lease is free.
     pub fn holder(&self) -> Option<&str> {
         (!self.holder.is_empty()).then_some(self.holder.as_str())

@@ -1,8 +1,6 @@
 //! Giving up the Lease from outside the elector: `ha-vip release` after the
 //! daemon has gone (systemd's ExecStopPost, also after a crash).
 
-use std::time::SystemTime;
-
 use super::{KubeLeaseStore, LeaseRecord, LeaseStore};
 use crate::config::Config;
 use crate::kube::KubeError;
@@ -22,14 +20,7 @@ pub async fn release_if_held(config: &Config) -> Result<bool, KubeError> {
     if current.record.holder != config.node_name {
         return Ok(false);
     }
-    let now = SystemTime::now();
-    let record = LeaseRecord {
-        holder: String::new(),
-        duration_seconds: 1,
-        acquire_time: Some(now),
-        renew_time: Some(now),
-        transitions: current.record.transitions,
-    };
+    let record = LeaseRecord::released(current.record.transitions);
     match store.update(&current, &record).await {
         Ok(_) => Ok(true),
         // Someone wrote it since we read it: it is not ours to release.

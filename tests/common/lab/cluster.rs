@@ -4,14 +4,15 @@
 //!
 //! Needs `crate::apiserver` (tests/common/apiserver.rs) at the crate root.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::forward::Forwarder;
 use super::meter::{self, ClientMeter, HolderMeter};
-use super::node::{Access, Node};
+use super::node::Node;
+use super::testbed::Testbed;
 use super::{Lab, ns_exec};
 use crate::apiserver::ApiServer;
 
@@ -99,43 +100,25 @@ impl Cluster {
     /// daemons. Returns `None` only when the harness was explicitly skipped.
     pub fn start(n: usize) -> Option<Self> {
         let api = ApiServer::start()?;
-        let lab = Lab::new(n);
-        let target: SocketAddr = api
-            .server()
-            .trim_start_matches("https://")
-            .parse()
-            .expect("server addr");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime");
         let _enter = runtime.enter();
-        let forwarders = lab
-            .nodes
-            .iter()
-            .map(|ns| Forwarder::start(ns, SocketAddr::from(([0, 0, 0, 0], 6443)), target))
-            .collect();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let token_file = dir.path().join("token");
-        std::fs::write(&token_file, api.var("KUBE_ADMIN_TOKEN")).expect("token file");
-        let access = Access {
-            ca: api.ca(),
-            token_file,
-            lease: format!("lab-{}", lab.prefix),
-        };
         // The daemons run with the default timings: what operators run.
-        let vip = lab.vip().to_string();
-        let mut nodes: Vec<Node> = lab
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| Node::new(dir.path(), ns, &format!("node{}", i + 1), &vip, &access, ""))
-            .collect();
+        let bed = Testbed::new(&api, n, "lab");
+        let mut nodes = bed.nodes("node", "");
         for node in &mut nodes {
             node.start();
         }
         drop(_enter);
+        let Testbed {
+            lab,
+            forwarders,
+            dir,
+            ..
+        } = bed;
         Some(Cluster {
             lab,
             nodes,

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod meter;
 pub mod netns;
 pub mod node;
+pub mod testbed;
 
 use std::net::Ipv4Addr;
 use std::process::Command;
