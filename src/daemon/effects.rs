@@ -46,13 +46,10 @@ impl Daemon {
             // Only when the VIPs really went on: with under a second left
             // `set_vips` adds nothing, and neighbours must not be pointed at
             // a node that does not answer for the VIP.
-            Action::Announce if self.vips_up => {
-                for &v in &self.cfg.vips {
-                    self.parts.announcer.start(v);
-                }
+            Action::Announce => {
+                self.announce();
                 None
             }
-            Action::Announce => None,
             Action::Campaign(false) if self.release_blocked.is_some() => {
                 // Our VIPs may still be on the interface: releasing now would
                 // let a standby add them at once. Stop competing only once
@@ -73,11 +70,24 @@ impl Daemon {
         }
     }
 
+    /// Starts the announcements once per time the VIPs are up, and only
+    /// while they are: neighbours must never be pointed at a node that does
+    /// not answer for the VIP.
+    fn announce(&mut self) {
+        if self.vips_up && !self.announcing {
+            self.announcing = true;
+            for &v in &self.cfg.vips {
+                self.parts.announcer.start(v);
+            }
+        }
+    }
+
     /// Removes every VIP. If that fails, blocks the lease release until a
     /// retry succeeds or the kernel fence has certainly removed them.
     async fn remove_vips(&mut self) {
         let removed = self.parts.remove_all(&self.cfg).await;
         self.vips_up = false;
+        self.announcing = false;
         for v in &self.cfg.vips {
             self.status.set_vip_present(v, false);
             self.metrics.set_vip_present(v, false);
@@ -132,6 +142,9 @@ impl Daemon {
             return None;
         }
         self.vips_up = true;
+        // The VIPs may come up only at a renewal after the acquire (the
+        // acquire left under a second): announce whenever they come up.
+        self.announce();
         if let Err(e) = self.parts.guard.hold(&self.cfg.vips, until).await {
             tracing::error!(error = %e, "VIP guard stopped");
         }

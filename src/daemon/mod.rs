@@ -157,6 +157,8 @@ pub(crate) struct Daemon {
     pub(crate) announced: crate::announce::AnnounceStats,
     /// Whether every VIP went onto the interface at the last refresh.
     pub(crate) vips_up: bool,
+    /// Whether the announcements run for the VIPs that are up.
+    pub(crate) announcing: bool,
     /// The fence of the last refresh: our VIPs are gone by then (plus the
     /// kernel's deletion latency) whatever happens to this process.
     pub(crate) vip_until: Option<Instant>,

@@ -193,6 +193,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         last_sd_status: String::new(),
         announced: Default::default(),
         vips_up: false,
+        announcing: false,
         vip_until: None,
         release_blocked: None,
         cfg,
