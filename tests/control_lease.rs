@@ -31,13 +31,8 @@ struct Node {
 }
 
 fn store(api: &ApiServer, name: &str) -> KubeLeaseStore {
-    let k8s = api.k8s(Credential::Token(api.var("KUBE_ADMIN_TOKEN")));
-    let client = KubeClient::new(
-        &k8s,
-        Credentials::load(&k8s).unwrap(),
-        request_timeout(T.renew_deadline),
-    )
-    .unwrap();
+    let credential = Credential::Token(api.var("KUBE_ADMIN_TOKEN"));
+    let client = api.client(credential, request_timeout(T.renew_deadline));
     KubeLeaseStore::new(client, "kube-system", name)
 }
 

@@ -20,13 +20,7 @@ const T: Timings = Timings {
 };
 
 fn store(api: &ApiServer, credential: Credential, name: &str) -> KubeLeaseStore {
-    let k8s = api.k8s(credential);
-    let client = KubeClient::new(
-        &k8s,
-        Credentials::load(&k8s).unwrap(),
-        request_timeout(T.renew_deadline),
-    )
-    .unwrap();
+    let client = api.client(credential, request_timeout(T.renew_deadline));
     KubeLeaseStore::new(client, "kube-system", name)
 }
 

@@ -152,15 +152,18 @@ impl ApiServer {
         }
     }
 
+    /// A client with `credential`, verifying the serving cert as `kubernetes`.
+    pub fn client(&self, credential: Credential, timeout: Duration) -> KubeClient {
+        let k8s = self.k8s(credential);
+        KubeClient::new(&k8s, Credentials::load(&k8s).unwrap(), timeout).unwrap()
+    }
+
     /// A client with the admin token (system:masters).
     pub fn admin(&self) -> KubeClient {
-        let k8s = self.k8s(Credential::Token(self.var("KUBE_ADMIN_TOKEN")));
-        KubeClient::new(
-            &k8s,
-            Credentials::load(&k8s).unwrap(),
+        self.client(
+            Credential::Token(self.var("KUBE_ADMIN_TOKEN")),
             Duration::from_secs(5),
         )
-        .unwrap()
     }
 
     /// Stops kube-apiserver only (etcd keeps the data).
