@@ -8,6 +8,7 @@ pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod hardening;
 pub mod health;
 pub mod kube;
 pub mod lease;

@@ -11,6 +11,10 @@ use ha_vip::config::Config;
 use ha_vip::logging;
 
 fn main() -> ExitCode {
+    // Before any configuration or credential is read.
+    if let Err(e) = ha_vip::hardening::forbid_core_dumps() {
+        eprintln!("warning: cannot make ha-vip non-dumpable (prctl PR_SET_DUMPABLE): {e}");
+    }
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
