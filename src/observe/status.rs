@@ -478,7 +478,24 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         } else {
             format!("{key}:")
         };
-        let _ = writeln!(out, "{label:<width$} {value}");
+        let _ = writeln!(out, "{label:<width$} {}", printable(&value));
+    }
+    out
+}
+
+/// `s` with every character that could steer a terminal escaped: C0/C1
+/// controls (ESC sequences, carriage returns, newlines that forge lines)
+/// and the bidirectional overrides that reorder what is shown. The Lease
+/// holder and the probe's failure reason come from other machines.
+fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -510,6 +527,16 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("cp1"), "cp1");
+        assert_eq!(printable("ünïcode ok"), "ünïcode ok");
+        assert_eq!(
+            printable("a\u{1b}]0;x\u{7}b\r\nc\u{9b}d\u{202e}e"),
+            "a\\u{1b}]0;x\\u{7}b\\u{d}\\u{a}c\\u{9b}d\\u{202e}e"
+        );
     }
 
     #[test]
