@@ -23,7 +23,7 @@ fn the_binary_makes_itself_non_dumpable_before_reading_its_config() {
     .unwrap();
     // Reading the configuration blocks on the FIFO until we open it for
     // writing: the process is then past `main`'s start, before any parse.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ha-vip"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ha-vip"))
         .arg("check-config")
         .arg(&fifo)
         .uid(NOBODY)
