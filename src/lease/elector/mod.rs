@@ -1,0 +1,236 @@
+//! The elector: competes for the Lease while asked to, holds it by renewing,
+//! releases it when told, and reports everything as [`LeaseEvent`]s.
+//!
+//! Client-go's `leaderelection` semantics, with two sharpenings:
+//! followers watch the Lease and act the moment it is released or expires
+//! (not at the next poll), and the leader's loss is reported exactly at
+//! `sent_at + renew_deadline` of its last successful renewal, even when a
+//! request hangs.
+
+mod acquire;
+mod follow;
+mod lead;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::event::{LeaseEvent, Timings};
+use super::record::StoredLease;
+use super::store::{LeaseStore, LeaseWatch};
+use crate::kube::KubeError;
+
+/// The last version of the Lease this node saw, and when it first saw it.
+struct Observation {
+    lease: Option<StoredLease>,
+    at: Instant,
+}
+
+struct Leading {
+    /// Our last successful write: the next update carries its resourceVersion.
+    current: StoredLease,
+    /// When that write was sent.
+    last_sent: Instant,
+    next_renew: Instant,
+}
+
+/// Competes for one Lease. Build it with [`Elector::new`], then drive it with
+/// [`Elector::run`] in a task of its own.
+pub struct Elector<S> {
+    store: S,
+    identity: String,
+    timings: Timings,
+    observed: Option<Observation>,
+    leading: Option<Leading>,
+    watch: Option<LeaseWatch>,
+    watch_opened: Instant,
+    /// When the open watch last delivered an event (or was opened).
+    watch_active: Instant,
+    next_poll: Instant,
+    /// No acquire attempt before this (set after a failed attempt).
+    not_before: Instant,
+    /// Since when this node has seen no Lease it may take at once: the
+    /// object missing, or created anew while free. Cleared by a live holder.
+    absent_since: Option<Instant>,
+    /// The last failure reported per follower step: a follower reports a
+    /// repeated failure once, not on every attempt.
+    failing: [Option<String>; 3],
+}
+
+/// The follower's kinds of request, for reporting failures once per change.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Read = 0,
+    Watch = 1,
+    Acquire = 2,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "reading the lease",
+            Self::Watch => "watching the lease",
+            Self::Acquire => "acquiring the lease",
+        }
+    }
+}
+
+impl<S: LeaseStore> Elector<S> {
+    /// An elector writing `identity` (the node name) as holder.
+    ///
+    /// `identity` must be unique among the nodes competing for the Lease:
+    /// like client-go, an elector takes a Lease that names itself as holder
+    /// at once (it is its own, e.g. from before a restart).
+    pub fn new(store: S, identity: impl Into<String>, timings: Timings) -> Self {
+        let now = Instant::now();
+        Self {
+            store,
+            identity: identity.into(),
+            timings,
+            observed: None,
+            leading: None,
+            watch: None,
+            watch_opened: now,
+            watch_active: now,
+            next_poll: now,
+            not_before: now,
+            absent_since: None,
+            failing: Default::default(),
+        }
+    }
+
+    /// Runs until the campaign sender is dropped.
+    ///
+    /// `campaign` true: compete for the Lease and keep it. False: release it
+    /// if held, stop competing, keep observing. Set it to false (or drop the
+    /// sender) only after the VIP is gone: a standby takes the released
+    /// Lease within milliseconds. When the sender is dropped, the Lease is
+    /// released if held and `run` returns.
+    ///
+    /// Events go to `events`; a slow receiver slows the elector down, so give
+    /// the channel room (e.g. 64) and drain it promptly.
+    pub async fn run(
+        mut self,
+        mut campaign: watch::Receiver<bool>,
+        events: mpsc::Sender<LeaseEvent>,
+    ) {
+        let mut open = true;
+        loop {
+            let wanted = open && *campaign.borrow_and_update();
+            if self.leading.is_some() {
+                if wanted {
+                    self.lead(&mut campaign, &mut open, &events).await;
+                } else {
+                    self.release(&events).await;
+                }
+            } else if !open {
+                return;
+            } else {
+                self.follow(wanted, &mut campaign, &mut open, &events).await;
+            }
+        }
+    }
+
+    /// Reports a follower's failure unless it is the same as the last one
+    /// of this step; true if it was reported.
+    async fn report(
+        &mut self,
+        step: Step,
+        error: KubeError,
+        events: &mpsc::Sender<LeaseEvent>,
+    ) -> bool {
+        let text = error.to_string();
+        let last = &mut self.failing[step as usize];
+        if last.as_deref() == Some(text.as_str()) {
+            tracing::debug!(error = %text, "{} failed again", step.name());
+            return false;
+        }
+        *last = Some(text);
+        emit_failed(events, error).await;
+        true
+    }
+
+    /// A follower's request of this step succeeded.
+    fn recovered(&mut self, step: Step) {
+        if self.failing[step as usize].take().is_some() {
+            tracing::info!("{} works again", step.name());
+        }
+    }
+
+    /// Records what we saw; true if it was a version we had not seen. The
+    /// observation time only moves when the Lease changed (a new
+    /// resourceVersion), which is what expiry counts from.
+    async fn observe(
+        &mut self,
+        lease: Option<StoredLease>,
+        events: &mpsc::Sender<LeaseEvent>,
+    ) -> bool {
+        let rv = |l: &Option<StoredLease>| l.as_ref().map(|l| l.resource_version.clone());
+        let holder =
+            |l: &Option<StoredLease>| l.as_ref().and_then(|l| l.record.holder()).map(String::from);
+        let before = self
+            .observed
+            .as_ref()
+            .map(|o| (rv(&o.lease), holder(&o.lease)));
+        if before.as_ref().is_some_and(|(v, _)| *v == rv(&lease)) {
+            return false;
+        }
+        let now = Instant::now();
+        let old_uid = self
+            .observed
+            .as_ref()
+            .and_then(|o| o.lease.as_ref())
+            .and_then(StoredLease::uid);
+        let recreated = match (old_uid, lease.as_ref().and_then(StoredLease::uid)) {
+            (Some(old), Some(new)) => old != new,
+            _ => false,
+        };
+        match &lease {
+            None => {
+                self.absent_since.get_or_insert(now);
+            }
+            Some(l) if l.record.holder().is_some() => self.absent_since = None,
+            Some(_) if recreated => {
+                self.absent_since.get_or_insert(now);
+            }
+            Some(_) => {}
+        }
+        let new_holder = holder(&lease);
+        self.observed = Some(Observation { lease, at: now });
+        if before.is_none_or(|(_, h)| h != new_holder) {
+            tracing::info!(
+                holder = new_holder.as_deref().unwrap_or("<none>"),
+                "lease holder observed"
+            );
+            emit(
+                events,
+                LeaseEvent::Observed {
+                    holder: new_holder,
+                    at: now,
+                },
+            )
+            .await;
+        }
+        true
+    }
+
+    fn duration_seconds(&self) -> u32 {
+        u32::try_from(self.timings.duration.as_secs()).unwrap_or(u32::MAX)
+    }
+}
+
+async fn emit(events: &mpsc::Sender<LeaseEvent>, event: LeaseEvent) {
+    // A closed receiver means the daemon is shutting down; keep going until
+    // the campaign ends so the Lease is still released.
+    let _ = events.send(event).await;
+}
+
+async fn emit_failed(events: &mpsc::Sender<LeaseEvent>, error: KubeError) {
+    emit(
+        events,
+        LeaseEvent::RequestFailed {
+            error,
+            at: Instant::now(),
+        },
+    )
+    .await;
+}
