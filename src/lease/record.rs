@@ -79,6 +79,32 @@ impl StoredLease {
     }
 }
 
+/// The most characters of a holder identity that ha-vip prints: a node
+/// name has at most 253.
+const PRINTED_HOLDER_CHARS: usize = 253;
+
+/// `holder` as ha-vip prints it (logs, events, status): control and
+/// bidirectional-override characters escaped (`\n`, `\u{1b}`, ...), and cut
+/// after 253 characters with the full length said. Anyone allowed to update
+/// the Lease chooses its holder; this keeps that string from forging log
+/// lines or flooding the journal with every change it makes.
+pub fn printable(holder: &str) -> String {
+    let mut out = String::with_capacity(holder.len().min(PRINTED_HOLDER_CHARS + 32));
+    for (i, c) in holder.chars().enumerate() {
+        if i == PRINTED_HOLDER_CHARS {
+            out.push_str(&format!("... ({} bytes)", holder.len()));
+            break;
+        }
+        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || hidden {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// RFC 3339 with exactly six fractional digits, as Kubernetes' MicroTime.
 pub fn format_micro_time(t: SystemTime) -> String {
     humantime::format_rfc3339_micros(t).to_string()
@@ -182,6 +208,20 @@ mod tests {
         assert_eq!(out["spec"]["renewTime"], "2026-11-22T03:04:06.000001Z");
         assert_eq!(out["spec"]["acquireTime"], "2026-11-22T03:04:05.123456Z");
         assert_eq!(out["spec"]["leaseDurationSeconds"], 4);
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_caps_the_length() {
+        assert_eq!(printable("cp1"), "cp1");
+        assert_eq!(
+            printable("cp1\nERROR forged line"),
+            "cp1\\nERROR forged line"
+        );
+        assert_eq!(printable("a\u{1b}[31mb\u{202e}"), "a\\u{1b}[31mb\\u{202e}");
+        let huge = "x".repeat(1 << 20);
+        let p = printable(&huge);
+        assert_eq!(p, format!("{}... (1048576 bytes)", "x".repeat(253)));
+        assert_eq!(printable(&"é".repeat(253)), "é".repeat(253));
     }
 
     #[test]

@@ -514,3 +514,224 @@ async fn a_release_after_a_recreate_by_a_live_holder_is_taken_at_once() {
     let t_release = Instant::now();
     assert_eq!(acquired(&mut b).await, t_release);
 }
+
+/// Waits (on the paused clock) until the stored Lease is free; panics after
+/// `within`.
+async fn released_within(store: &FakeLeaseStore, within: Duration) {
+    timeout(within, async {
+        while store
+            .lease()
+            .and_then(|l| l.record.holder().map(String::from))
+            .is_some()
+        {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("lease still held after {within:?}: {:?}", store.lease()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_a_renewal_whose_answer_was_lost_still_releases() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let mut a = start(&store, "a", true);
+    acquired(&mut a).await;
+    // The next renewal takes effect but its answer is lost: the elector's
+    // resourceVersion is now one behind the Lease, which still names "a".
+    store.lose_answers(1);
+    a.until(|e| matches!(e, LeaseEvent::RequestFailed { .. }))
+        .await;
+    a.campaign.send(false).unwrap();
+    a.until(|e| {
+        matches!(
+            e,
+            LeaseEvent::Lost {
+                reason: LostReason::Released,
+                ..
+            }
+        )
+    })
+    .await;
+    // A planned stop must not cost the standbys a lease duration.
+    released_within(&store, T.renew_deadline).await;
+    assert_eq!(store.lease().unwrap().record.duration_seconds, 1);
+    // Taken from a free Lease with 5 transitions: one more, kept on release.
+    assert_eq!(store.lease().unwrap().record.transitions, 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_after_our_lease_was_rewritten_as_ours_still_releases() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let mut a = start(&store, "a", true);
+    acquired(&mut a).await;
+    // Someone (a label change, `kubectl edit`) rewrote our Lease.
+    store.set(Some(held_by("a")));
+    a.campaign.send(false).unwrap();
+    released_within(&store, T.renew_deadline).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_never_overwrites_another_holder() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let mut a = start(&store, "a", true);
+    acquired(&mut a).await;
+    let theirs = store.set(Some(held_by("b"))).unwrap();
+    a.campaign.send(false).unwrap();
+    a.until(|e| matches!(e, LeaseEvent::Observed { holder: Some(h), .. } if h == "b"))
+        .await;
+    sleep(T.duration).await;
+    assert_eq!(store.lease(), Some(theirs));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_whose_answer_was_lost_is_not_written_twice() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let mut a = start(&store, "a", true);
+    acquired(&mut a).await;
+    store.lose_answers(1);
+    a.campaign.send(false).unwrap();
+    released_within(&store, T.renew_deadline).await;
+    let free = store.lease().unwrap();
+    sleep(T.duration).await;
+    // The re-read showed the release took effect: nothing more was written.
+    assert_eq!(store.lease(), Some(free));
+}
+
+/// Log lines written while the returned guard lives (this thread only: the
+/// paused-clock runtime runs the elector on it too).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self, containing: &str) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter(|l| l.contains(containing))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+/// The largest leaseDurationSeconds the API server accepts (int32).
+const HUGE: u32 = i32::MAX as u32;
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_lease_duration_of_another_holder_is_honoured_only_up_to_the_ceiling() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(held_for("rogue", HUGE)));
+    let mut b = start(&store, "b", true);
+    let t0 = Instant::now();
+    let sent_at = timeout(DURATION_CEILING * 2, acquired(&mut b))
+        .await
+        .expect("a lease with leaseDurationSeconds 2147483647 kept the standby out");
+    assert_eq!(sent_at, t0 + DURATION_CEILING);
+    assert_eq!(store.lease().unwrap().record.holder, "b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_duration_up_to_the_ceiling_is_honoured_in_full() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(held_for("other", 60)));
+    let mut b = start(&store, "b", true);
+    let t0 = Instant::now();
+    assert_eq!(acquired(&mut b).await, t0 + Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_elector_with_a_longer_duration_than_the_ceiling_honours_its_own() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(held_for("other", HUGE)));
+    let long = Timings {
+        duration: Duration::from_secs(90),
+        ..T
+    };
+    let (_campaign, crx) = watch::channel(true);
+    let (etx, mut erx) = mpsc::channel(1024);
+    let t0 = Instant::now();
+    tokio::spawn(Elector::new(store.clone(), "b", long).run(crx, etx));
+    let sent_at = timeout(Duration::from_secs(180), async {
+        loop {
+            if let LeaseEvent::Acquired { sent_at } = erx.recv().await.unwrap() {
+                break sent_at;
+            }
+        }
+    })
+    .await
+    .expect("kept out past our own duration");
+    assert_eq!(sent_at, t0 + Duration::from_secs(90));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_over_long_duration_is_warned_about_once_per_writer_and_value() {
+    let (logs, _guard) = Logs::capture();
+    let store = FakeLeaseStore::new();
+    store.set(Some(held_for("rogue", HUGE)));
+    let mut b = start(&store, "b", false);
+    b.until(|e| matches!(e, LeaseEvent::Observed { .. })).await;
+    // Renewals with the same value: no new warning.
+    for _ in 0..10 {
+        sleep(T.retry_period).await;
+        store.set(Some(held_for("rogue", HUGE)));
+    }
+    sleep(T.retry_period).await;
+    let warned = logs.lines("wrote leaseDurationSeconds");
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(
+        warned[0].contains("rogue"),
+        "names the writer: {}",
+        warned[0]
+    );
+    assert!(
+        warned[0].contains("2147483647"),
+        "names the value: {}",
+        warned[0]
+    );
+    // A new value, then a new writer: one warning each. Durations within
+    // the ceiling and our own Lease are never warned about.
+    store.set(Some(held_for("rogue", 3600)));
+    sleep(T.retry_period).await;
+    store.set(Some(held_for("other", HUGE)));
+    sleep(T.retry_period).await;
+    store.set(Some(held_for("third", 60)));
+    sleep(T.retry_period).await;
+    store.set(Some(held_for("b", HUGE)));
+    sleep(T.retry_period).await;
+    let warned = logs.lines("wrote leaseDurationSeconds");
+    assert_eq!(warned.len(), 3, "{warned:#?}");
+    assert!(warned[1].contains("3600") && warned[1].contains("rogue"));
+    assert!(warned[2].contains("2147483647") && warned[2].contains("other"));
+}

@@ -70,7 +70,9 @@ impl<S: LeaseStore> Elector<S> {
     /// once its VIPs are gone) or our own is taken at once. A Lease held by
     /// another node is taken `max(leaseDurationSeconds, our duration)` after
     /// we saw its last change: a record without (or with a short)
-    /// `leaseDurationSeconds`, written by another tool, gets no less.
+    /// `leaseDurationSeconds`, written by another tool, gets no less; one
+    /// with a longer one gets no more than the ceiling
+    /// (`max(our duration, DURATION_CEILING)`).
     fn acquire_at(&self) -> Option<Instant> {
         let obs = self.observed.as_ref()?;
         let d = self.timings.duration;
@@ -82,7 +84,9 @@ impl<S: LeaseStore> Elector<S> {
             None => self.absent_since.unwrap_or(obs.at) + d,
             Some(l) => match l.record.holder() {
                 Some(h) if h == self.identity => obs.at,
-                Some(_) => obs.at + l.record.duration().max(d),
+                // Never longer than the ceiling: a record written with a
+                // huge duration must not keep us out for ever.
+                Some(_) => obs.at + l.record.duration().max(d).min(self.duration_ceiling),
                 // Free, but created anew after it went missing: that was no
                 // release, so the wait for a missing Lease goes on.
                 None => self.absent_since.map_or(obs.at, |t| (t + d).max(obs.at)),

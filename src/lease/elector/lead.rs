@@ -4,12 +4,18 @@
 use std::time::SystemTime;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::{Elector, Leading, emit, emit_failed};
 use crate::lease::event::{LeaseEvent, LostReason};
-use crate::lease::record::LeaseRecord;
+use crate::lease::record::{LeaseRecord, printable};
 use crate::lease::store::LeaseStore;
+
+/// How often a release is written at most: the first write, and one after
+/// each re-read that still names us.
+const RELEASE_WRITES: usize = 3;
+
+const NOT_RELEASED: &str = "the lease was not released; standbys take over once it expires (lease.duration after our last renewal); check the API server";
 
 impl<S: LeaseStore> Elector<S> {
     /// One step of the holder: renew when due, lose at the deadline.
@@ -75,7 +81,7 @@ impl<S: LeaseStore> Elector<S> {
                                 }
                             }
                             Some(l) => {
-                                let holder = l.record.holder().map(String::from);
+                                let holder = l.record.holder().map(printable);
                                 self.lose(LostReason::HeldBy(holder), events).await;
                             }
                             None => self.lose(LostReason::Deleted, events).await,
@@ -118,7 +124,16 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     /// Gives the Lease up like client-go's ReleaseOnCancel: holder "",
-    /// duration 1 s, transitions kept; only if our write is still the latest.
+    /// duration 1 s, transitions kept; only while the Lease names us.
+    ///
+    /// A 409 (or any failed write) is not the end: a renewal that took
+    /// effect but whose answer was lost, or a rewrite of our Lease by
+    /// someone else, leaves our resourceVersion stale while we still hold
+    /// it, and giving up would cost the standbys a whole lease duration. So
+    /// the Lease is re-read and the release written again from the version
+    /// read, while the re-read still names us, at most [`RELEASE_WRITES`]
+    /// times and within one renew deadline (client-go's bound for a
+    /// release). A re-read naming another holder, or none, ends it.
     pub(super) async fn release(&mut self, events: &mpsc::Sender<LeaseEvent>) {
         let Some(l) = self.leading.take() else { return };
         tracing::info!("releasing the lease");
@@ -131,15 +146,54 @@ impl<S: LeaseStore> Elector<S> {
             },
         )
         .await;
-        let record = LeaseRecord::released(l.current.record.transitions);
-        match self.store.update(&l.current, &record).await {
-            Ok(stored) => {
-                self.observe(Some(stored), events).await;
+        let deadline = Instant::now() + self.timings.renew_deadline;
+        let mut current = l.current;
+        for _ in 0..RELEASE_WRITES {
+            let record = LeaseRecord::released(current.record.transitions);
+            let e = match timeout_at(deadline, self.store.update(&current, &record)).await {
+                Ok(Ok(stored)) => {
+                    self.observe(Some(stored), events).await;
+                    return;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => break,
+            };
+            if e.is_conflict() || e.is_not_found() {
+                tracing::info!(error = %e, "lease release conflicted; re-reading the lease");
+            } else {
+                // Perhaps it took effect and only the answer was lost.
+                tracing::warn!(error = %e, "lease release failed; re-reading the lease");
+                emit_failed(events, e).await;
             }
-            Err(e) if e.is_conflict() || e.is_not_found() => {
-                tracing::info!(error = %e, "lease not released: someone else wrote it since our last renewal");
+            let lease = match timeout_at(deadline, self.store.get()).await {
+                Ok(Ok(lease)) => lease,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "{NOT_RELEASED}");
+                    emit_failed(events, e).await;
+                    return;
+                }
+                Err(_) => break,
+            };
+            self.observe(lease.clone(), events).await;
+            match lease {
+                Some(l) if l.record.holder == self.identity => current = l,
+                Some(l) => {
+                    let holder = l.record.holder().map(printable);
+                    tracing::info!(
+                        holder = holder.as_deref().unwrap_or("<none>"),
+                        "lease not released: it is no longer ours"
+                    );
+                    return;
+                }
+                None => {
+                    tracing::info!("lease not released: it was deleted");
+                    return;
+                }
             }
-            Err(e) => emit_failed(events, e).await,
         }
+        tracing::warn!(
+            renew_deadline = ?self.timings.renew_deadline,
+            "{NOT_RELEASED}"
+        );
     }
 }

@@ -12,10 +12,10 @@ mod follow;
 mod lead;
 
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
-use super::event::{LeaseEvent, Timings};
-use super::record::StoredLease;
+use super::event::{DURATION_CEILING, LeaseEvent, Timings};
+use super::record::{StoredLease, printable};
 use super::store::{LeaseStore, LeaseWatch};
 use crate::kube::KubeError;
 
@@ -54,6 +54,11 @@ pub struct Elector<S> {
     /// The last failure reported per follower step: a follower reports a
     /// repeated failure once, not on every attempt.
     failing: [Option<String>; 3],
+    /// The longest `leaseDurationSeconds` of another holder that is honoured.
+    duration_ceiling: Duration,
+    /// The last (holder, leaseDurationSeconds) warned about as over the
+    /// ceiling: one warning per writer and value, not one per renewal.
+    warned_duration: Option<(String, u32)>,
 }
 
 /// The follower's kinds of request, for reporting failures once per change.
@@ -95,7 +100,17 @@ impl<S: LeaseStore> Elector<S> {
             not_before: now,
             absent_since: None,
             failing: Default::default(),
+            duration_ceiling: timings.duration.max(DURATION_CEILING),
+            warned_duration: None,
         }
+    }
+
+    /// Honours a `leaseDurationSeconds` written by another holder only up
+    /// to `ceiling` (never less than our own lease duration) instead of
+    /// [`DURATION_CEILING`]; for tests that cannot wait a minute.
+    pub fn with_duration_ceiling(mut self, ceiling: Duration) -> Self {
+        self.duration_ceiling = ceiling.max(self.timings.duration);
+        self
     }
 
     /// Runs until the campaign sender is dropped.
@@ -166,7 +181,7 @@ impl<S: LeaseStore> Elector<S> {
     ) -> bool {
         let rv = |l: &Option<StoredLease>| l.as_ref().map(|l| l.resource_version.clone());
         let holder =
-            |l: &Option<StoredLease>| l.as_ref().and_then(|l| l.record.holder()).map(String::from);
+            |l: &Option<StoredLease>| l.as_ref().and_then(|l| l.record.holder()).map(printable);
         let before = self
             .observed
             .as_ref()
@@ -194,6 +209,9 @@ impl<S: LeaseStore> Elector<S> {
             }
             Some(_) => {}
         }
+        if let Some(l) = &lease {
+            self.check_duration(l);
+        }
         let new_holder = holder(&lease);
         self.observed = Some(Observation { lease, at: now });
         if before.is_none_or(|(_, h)| h != new_holder) {
@@ -211,6 +229,36 @@ impl<S: LeaseStore> Elector<S> {
             .await;
         }
         true
+    }
+
+    /// Warns, once per holder and value, of a `leaseDurationSeconds` over
+    /// the ceiling: honoured in full, one write (`2147483647`) would keep
+    /// every standby waiting for ever.
+    fn check_duration(&mut self, lease: &StoredLease) {
+        let r = &lease.record;
+        let Some(holder) = r.holder() else { return };
+        if holder == self.identity || r.duration() <= self.duration_ceiling {
+            return;
+        }
+        let key = (holder.to_string(), r.duration_seconds);
+        if self.warned_duration.as_ref() == Some(&key) {
+            return;
+        }
+        self.warned_duration = Some(key);
+        let holder = printable(holder);
+        tracing::warn!(
+            %holder,
+            lease_duration_seconds = r.duration_seconds,
+            ceiling = ?self.duration_ceiling,
+            "lease holder {holder} wrote leaseDurationSeconds {}, more than the {}s this node honours: \
+             it takes the lease over {}s after the holder's last change, not later; \
+             if {holder} is an ha-vip node, set its lease.duration to at most {}s, \
+             otherwise find what else writes this lease",
+            r.duration_seconds,
+            self.duration_ceiling.as_secs(),
+            self.duration_ceiling.as_secs(),
+            self.duration_ceiling.as_secs(),
+        );
     }
 
     fn duration_seconds(&self) -> u32 {
