@@ -9,7 +9,9 @@ use apiserver::ApiServer;
 use futures::StreamExt;
 use ha_vip::config::Credential;
 use ha_vip::kube::{Credentials, KubeClient, Operation, request_timeout};
-use ha_vip::lease::{Elector, KubeLeaseStore, LeaseEvent, LeaseStore, LostReason, Timings};
+use ha_vip::lease::{
+    Elector, KubeLeaseStore, LeaseEvent, LeaseRecord, LeaseStore, LostReason, Timings,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
@@ -542,4 +544,143 @@ async fn watches_end_after_timeout_seconds_and_the_follower_reopens_them() {
         "took {:?} after the release",
         sent_at - released_at
     );
+}
+
+/// The largest value an int32 field of the Lease takes.
+const INT32_MAX: u32 = i32::MAX as u32;
+
+/// Writes the Lease `name` as another node would: `holder` with `duration`
+/// seconds and `transitions`.
+async fn write_as(api: &ApiServer, name: &str, holder: &str, duration: u32, transitions: u32) {
+    let now = std::time::SystemTime::now();
+    let record = LeaseRecord {
+        holder: holder.into(),
+        duration_seconds: duration,
+        acquire_time: Some(now),
+        renew_time: Some(now),
+        transitions,
+    };
+    let writer = store(api, name);
+    match writer.get().await.unwrap() {
+        Some(cur) => writer.update(&cur, &record).await.unwrap(),
+        None => writer.create(&record).await.unwrap(),
+    };
+}
+
+fn is_released(e: &LeaseEvent) -> bool {
+    matches!(
+        e,
+        LeaseEvent::Lost {
+            reason: LostReason::Released,
+            ..
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_from_a_stale_version_of_our_own_lease_still_releases() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let mut a = node(&api, "stale", "node-a");
+    a.acquired().await;
+    let mut b = node(&api, "stale", "node-b");
+    b.until(
+        "Observed node-a",
+        |e| matches!(e, LeaseEvent::Observed { holder: Some(h), .. } if h == "node-a"),
+    )
+    .await;
+    // Right after a renewal (the next is a retry period away), the Lease is
+    // written as node-a's: what a renewal that took effect but whose answer
+    // was lost leaves behind. node-a's resourceVersion is now stale.
+    a.until("Renewed", |e| matches!(e, LeaseEvent::Renewed { .. }))
+        .await;
+    write_as(&api, "stale", "node-a", 4, 0).await;
+    a.campaign.send(false).unwrap();
+    let released_at = match a.until("Released", is_released).await {
+        LeaseEvent::Lost { at, .. } => at,
+        _ => unreachable!(),
+    };
+    b.acquired().await;
+    let took = released_at.elapsed();
+    eprintln!(
+        "MEASURE release-to-acquire from a stale version: {} ms (lease duration {:?})",
+        took.as_millis(),
+        T.duration
+    );
+    // Without the re-read the release is refused (409) and the standby
+    // waits a whole lease duration.
+    assert!(
+        took < Duration::from_millis(1500),
+        "standby took {took:?} after a planned stop"
+    );
+    assert_eq!(
+        raw_lease(&api, "stale").await["spec"]["holderIdentity"],
+        "node-b"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_lease_duration_of_another_holder_is_honoured_only_up_to_the_ceiling() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    // A holder string that would forge a log line if printed raw.
+    let rogue = "rogue\nERROR forged";
+    write_as(&api, "huge", rogue, INT32_MAX, 0).await;
+    assert_eq!(
+        raw_lease(&api, "huge").await["spec"]["leaseDurationSeconds"],
+        2_147_483_647
+    );
+    let ceiling = Duration::from_secs(6);
+    let store = store(&api, "huge");
+    let (campaign, crx) = watch::channel(true);
+    let (etx, events) = mpsc::channel(1024);
+    let elector = Elector::new(store.clone(), "node-b", T).with_duration_ceiling(ceiling);
+    let task = tokio::spawn(elector.run(crx, etx));
+    let mut b = Node {
+        store,
+        campaign,
+        events,
+        task,
+    };
+    let seen = match b
+        .until("Observed", |e| matches!(e, LeaseEvent::Observed { .. }))
+        .await
+    {
+        LeaseEvent::Observed { holder, at } => {
+            assert_eq!(holder.as_deref(), Some("rogue\\nERROR forged"));
+            at
+        }
+        _ => unreachable!(),
+    };
+    let sent_at = b.acquired().await;
+    let waited = sent_at - seen;
+    eprintln!(
+        "MEASURE takeover of a lease written with leaseDurationSeconds 2147483647: {} ms (ceiling {ceiling:?})",
+        waited.as_millis()
+    );
+    assert!(waited >= ceiling, "took over after only {waited:?}");
+    assert!(
+        waited <= ceiling + Duration::from_secs(3),
+        "took over late: {waited:?}"
+    );
+    let spec = raw_lease(&api, "huge").await["spec"].clone();
+    assert_eq!(spec["holderIdentity"], "node-b");
+    assert_eq!(spec["leaseDurationSeconds"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_with_the_largest_transition_count_can_still_be_taken() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    write_as(&api, "transitions", "other", 1, INT32_MAX).await;
+    let mut b = node(&api, "transitions", "node-b");
+    // The takeover writes leaseTransitions; one more than int32 allows
+    // would be refused on every attempt.
+    b.acquired().await;
+    let spec = raw_lease(&api, "transitions").await["spec"].clone();
+    assert_eq!(spec["holderIdentity"], "node-b", "{spec}");
+    assert_eq!(spec["leaseTransitions"], 2_147_483_647, "{spec}");
 }

@@ -44,6 +44,14 @@ impl LeaseRecord {
         (!self.holder.is_empty()).then_some(self.holder.as_str())
     }
 
+    /// `leaseTransitions` after a takeover: one more, but never past the
+    /// largest int32, which is what the API server stores. Anyone may write
+    /// 2147483647 there; one more would be refused (400) on every attempt
+    /// and no standby could ever take the Lease.
+    pub fn next_transitions(&self) -> u32 {
+        self.transitions.saturating_add(1).min(INT32_MAX)
+    }
+
     /// `leaseDurationSeconds` as a duration.
     pub fn duration(&self) -> Duration {
         Duration::from_secs(u64::from(self.duration_seconds))
@@ -78,6 +86,9 @@ impl StoredLease {
         self.metadata.get("uid").and_then(Value::as_str)
     }
 }
+
+/// The largest value of the Lease's int32 fields.
+pub(crate) const INT32_MAX: u32 = i32::MAX as u32;
 
 /// The most characters of a holder identity that ha-vip prints: a node
 /// name has at most 253.

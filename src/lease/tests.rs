@@ -735,3 +735,15 @@ async fn an_over_long_duration_is_warned_about_once_per_writer_and_value() {
     assert!(warned[1].contains("3600") && warned[1].contains("rogue"));
     assert!(warned[2].contains("2147483647") && warned[2].contains("other"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_never_writes_transitions_past_int32() {
+    let store = FakeLeaseStore::new();
+    let mut r = released();
+    r.transitions = i32::MAX as u32;
+    store.set(Some(r));
+    let mut b = start(&store, "b", true);
+    acquired(&mut b).await;
+    // The API server's field is an int32: 2147483648 would be refused (400).
+    assert_eq!(store.lease().unwrap().record.transitions, i32::MAX as u32);
+}

@@ -45,7 +45,7 @@ impl<S: LeaseStore> Elector<S> {
                     transitions: if ours {
                         cur.record.transitions
                     } else {
-                        cur.record.transitions.saturating_add(1)
+                        cur.record.next_transitions()
                     },
                 };
                 self.store.update(cur, &record).await

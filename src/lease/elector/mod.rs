@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Duration, Instant};
 
 use super::event::{DURATION_CEILING, LeaseEvent, Timings};
-use super::record::{StoredLease, printable};
+use super::record::{INT32_MAX, StoredLease, printable};
 use super::store::{LeaseStore, LeaseWatch};
 use crate::kube::KubeError;
 
@@ -262,7 +262,8 @@ impl<S: LeaseStore> Elector<S> {
     }
 
     fn duration_seconds(&self) -> u32 {
-        u32::try_from(self.timings.duration.as_secs()).unwrap_or(u32::MAX)
+        // The API server stores an int32; a longer duration could not be written.
+        u32::try_from(self.timings.duration.as_secs()).map_or(INT32_MAX, |s| s.min(INT32_MAX))
     }
 }
 
