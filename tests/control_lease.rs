@@ -684,3 +684,47 @@ async fn a_lease_with_the_largest_transition_count_can_still_be_taken() {
     assert_eq!(spec["holderIdentity"], "node-b", "{spec}");
     assert_eq!(spec["leaseTransitions"], 2_147_483_647, "{spec}");
 }
+
+/// The elector reads leaseDurationSeconds and leaseTransitions as unsigned
+/// and treats an absent duration as its own: that relies on the API server
+/// refusing a zero or negative duration and a negative transition count,
+/// whoever writes the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiserver_refuses_non_positive_durations_and_negative_transitions() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let op = Operation {
+        verb: "create",
+        resource: "leases.coordination.k8s.io",
+        namespace: Some("kube-system".into()),
+        name: None,
+    };
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
+    for (name, spec) in [
+        (
+            "zero",
+            serde_json::json!({"holderIdentity": "x", "leaseDurationSeconds": 0}),
+        ),
+        (
+            "negative",
+            serde_json::json!({"holderIdentity": "x", "leaseDurationSeconds": -1}),
+        ),
+        (
+            "transitions",
+            serde_json::json!({"holderIdentity": "x", "leaseTransitions": -1}),
+        ),
+    ] {
+        let body = serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": name, "namespace": "kube-system"},
+            "spec": spec,
+        });
+        let r = api
+            .admin()
+            .post::<_, serde_json::Value>(&op, path, &body)
+            .await;
+        let e = r.expect_err(&format!("the API server accepted {body}"));
+        assert_eq!(e.status(), Some(422), "{name}: {e}");
+    }
+}

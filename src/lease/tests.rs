@@ -747,3 +747,43 @@ async fn a_takeover_never_writes_transitions_past_int32() {
     // The API server's field is an int32: 2147483648 would be refused (400).
     assert_eq!(store.lease().unwrap().record.transitions, i32::MAX as u32);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_is_reported_and_logged_escaped_and_capped() {
+    let (logs, _guard) = Logs::capture();
+    let store = FakeLeaseStore::new();
+    let forged = format!("x\nERROR forged line\u{1b}[2J{}", "y".repeat(100_000));
+    store.set(Some(held_by(&forged)));
+    let mut b = start(&store, "b", false);
+    let LeaseEvent::Observed {
+        holder: Some(h), ..
+    } = b.until(|e| matches!(e, LeaseEvent::Observed { .. })).await
+    else {
+        panic!("no holder observed")
+    };
+    assert!(h.starts_with("x\\nERROR forged line\\u{1b}[2Jyyy"), "{h}");
+    let tail = format!("... ({} bytes)", forged.len());
+    assert!(h.ends_with(&tail), "{}", &h[h.len() - 40..]);
+    assert!(h.len() < 300, "{} bytes", h.len());
+    sleep(T.retry_period).await;
+    let lines = logs.lines("ERROR forged");
+    // Printed with the newline escaped, never as a line of its own.
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| !l.starts_with("ERROR")), "{lines:#?}");
+    assert!(logs.lines("yyy").iter().all(|l| l.len() < 1000));
+    assert!(!logs.lines("yyy").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn times_in_the_lease_in_the_future_change_nothing() {
+    let store = FakeLeaseStore::new();
+    let mut r = held_by("other");
+    let year = std::time::Duration::from_secs(365 * 24 * 3600);
+    r.renew_time = Some(SystemTime::now() + year);
+    r.acquire_time = Some(SystemTime::now() + year);
+    store.set(Some(r));
+    let mut b = start(&store, "b", true);
+    let t0 = Instant::now();
+    // Expiry counts on our monotonic clock from when we saw the change.
+    assert_eq!(acquired(&mut b).await, t0 + T.duration);
+}
