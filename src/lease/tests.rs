@@ -787,3 +787,72 @@ async fn times_in_the_lease_in_the_future_change_nothing() {
     // Expiry counts on our monotonic clock from when we saw the change.
     assert_eq!(acquired(&mut b).await, t0 + T.duration);
 }
+
+/// A Lease someone keeps rewriting as ours just before each of our updates
+/// (a second instance with our identity, say): every update conflicts and
+/// every re-read names us again.
+#[derive(Clone)]
+struct Contested {
+    store: FakeLeaseStore,
+    on: Arc<std::sync::atomic::AtomicBool>,
+    updates: Arc<AtomicU64>,
+}
+
+impl LeaseStore for Contested {
+    async fn get(&self) -> Result<Option<StoredLease>, KubeError> {
+        self.store.get().await
+    }
+    async fn create(&self, r: &LeaseRecord) -> Result<StoredLease, KubeError> {
+        self.store.create(r).await
+    }
+    async fn update(&self, cur: &StoredLease, r: &LeaseRecord) -> Result<StoredLease, KubeError> {
+        if self.on.load(Ordering::Relaxed) {
+            self.updates.fetch_add(1, Ordering::Relaxed);
+            sleep(Duration::from_millis(100)).await;
+            self.store.set(Some(held_by("a")));
+        }
+        self.store.update(cur, r).await
+    }
+    async fn watch(&self, rv: Option<&str>) -> Result<LeaseWatch, KubeError> {
+        self.store.watch(rv).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_that_keeps_conflicting_gives_up_after_a_few_writes() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let contested = Contested {
+        store: store.clone(),
+        on: Arc::default(),
+        updates: Arc::default(),
+    };
+    let mut a = start_with(contested.clone(), "a", true);
+    acquired(&mut a).await;
+    contested.on.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    drop(a.campaign);
+    timeout(T.duration, a.task)
+        .await
+        .expect("the release kept retrying")
+        .unwrap();
+    assert!(t0.elapsed() <= T.renew_deadline, "{:?}", t0.elapsed());
+    assert_eq!(contested.updates.load(Ordering::Relaxed), 3);
+    assert_eq!(store.lease().unwrap().record.holder, "a");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_release_to_a_frozen_server_ends_within_the_renew_deadline() {
+    let store = FakeLeaseStore::new();
+    store.set(Some(released()));
+    let mut a = start(&store, "a", true);
+    acquired(&mut a).await;
+    store.hang(true);
+    let t0 = Instant::now();
+    drop(a.campaign);
+    timeout(T.duration, a.task)
+        .await
+        .expect("the release outlived the renew deadline")
+        .unwrap();
+    assert_eq!(t0.elapsed(), T.renew_deadline);
+}
