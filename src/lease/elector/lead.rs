@@ -177,6 +177,12 @@ impl<S: LeaseStore> Elector<S> {
             self.observe(lease.clone(), events).await;
             match lease {
                 Some(l) if l.record.holder == self.identity => current = l,
+                Some(l) if l.record.holder().is_none() => {
+                    tracing::info!(
+                        "lease is free: our release took effect though its answer was lost, or someone else freed it"
+                    );
+                    return;
+                }
                 Some(l) => {
                     let holder = l.record.holder().map(printable);
                     tracing::info!(
