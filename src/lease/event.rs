@@ -4,6 +4,13 @@ use tokio::time::{Duration, Instant};
 
 use crate::kube::KubeError;
 
+/// The longest `leaseDurationSeconds` written by another holder that an
+/// elector honours, unless its own lease duration is longer. A holder that
+/// stops renewing is replaced at most this long after its last change,
+/// whatever it wrote; ha-vip nodes with `lease.duration` up to this value
+/// are honoured in full, so rolling changes of the duration stay safe.
+pub const DURATION_CEILING: Duration = Duration::from_secs(60);
+
 /// The three timings of leader election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
@@ -34,7 +41,8 @@ impl From<&crate::config::Lease> for Timings {
 pub enum LostReason {
     /// No renewal succeeded within the renew deadline.
     DeadlinePassed,
-    /// Another node wrote the Lease (it holds it now, or released it).
+    /// Another node wrote the Lease (it holds it now, or released it); the
+    /// holder as [`printable`](super::printable) text.
     HeldBy(Option<String>),
     /// The Lease object was deleted.
     Deleted,
@@ -76,7 +84,9 @@ pub enum LeaseEvent {
     },
     /// The Lease's holder changed (or was seen for the first time).
     Observed {
-        /// The holder, `None` when the Lease is free or absent.
+        /// The holder as [`printable`](super::printable) text (control
+        /// characters escaped, at most 253 characters), `None` when the Lease
+        /// is free or absent.
         holder: Option<String>,
         /// When it was seen.
         at: Instant,

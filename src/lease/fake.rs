@@ -3,8 +3,8 @@
 //! It has the semantics of the API server that matter here: resourceVersions
 //! change with every write, stale updates get 409, watches see every change.
 //! Tests play "another node" with [`FakeLeaseStore::set`] and inject failures
-//! with [`FakeLeaseStore::fail_with`], [`FakeLeaseStore::hang`] and
-//! [`FakeLeaseStore::stall_watches`].
+//! with [`FakeLeaseStore::fail_with`], [`FakeLeaseStore::hang`],
+//! [`FakeLeaseStore::lose_answers`] and [`FakeLeaseStore::stall_watches`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -30,6 +30,8 @@ struct State {
     stalled: Vec<mpsc::UnboundedSender<Result<WatchEvent, KubeError>>>,
     fail: Option<KubeError>,
     hang: bool,
+    /// Writes still to apply whose answer is then lost.
+    lose_answers: u32,
     requests: u64,
 }
 
@@ -54,6 +56,23 @@ impl State {
         };
         self.watchers.retain(|w| w.send(Ok(event.clone())).is_ok());
         self.lease.clone()
+    }
+
+    /// The answer to a write that took effect: `stored`, unless it is to be
+    /// lost.
+    fn answer(
+        &mut self,
+        verb: &'static str,
+        stored: StoredLease,
+    ) -> Result<StoredLease, KubeError> {
+        if self.lose_answers == 0 {
+            return Ok(stored);
+        }
+        self.lose_answers -= 1;
+        Err(KubeError::Timeout {
+            op: op(verb),
+            after: std::time::Duration::from_secs(1),
+        })
     }
 }
 
@@ -106,6 +125,13 @@ impl FakeLeaseStore {
     /// with `false`.
     pub fn hang(&self, on: bool) {
         self.state().hang = on;
+    }
+
+    /// Makes the next `n` successful writes (create or update) take effect,
+    /// watchers included, and then answer with a timeout, as when the
+    /// server applied a request whose answer never reached the client.
+    pub fn lose_answers(&self, n: u32) {
+        self.state().lose_answers = n;
     }
 
     /// Makes the open watches go silent without ending, like a connection
@@ -175,8 +201,10 @@ impl LeaseStore for FakeLeaseStore {
                 message: "leases.coordination.k8s.io \"fake\" already exists".into(),
             });
         }
-        Ok(s.write(Some(record.clone()))
-            .unwrap_or_else(|| unreachable!("a write of Some stores Some")))
+        let stored = s
+            .write(Some(record.clone()))
+            .unwrap_or_else(|| unreachable!("a write of Some stores Some"));
+        s.answer("create", stored)
     }
 
     async fn update(
@@ -196,7 +224,10 @@ impl LeaseStore for FakeLeaseStore {
                 message: "the object has been modified; please apply your changes to the latest version and try again"
                     .into(),
             }),
-            Some(_) => Ok(s.write(Some(record.clone())).unwrap_or_else(|| unreachable!("a write of Some stores Some"))),
+            Some(_) => {
+                let stored = s.write(Some(record.clone())).unwrap_or_else(|| unreachable!("a write of Some stores Some"));
+                s.answer("update", stored)
+            }
         }
     }
 

@@ -44,6 +44,14 @@ impl LeaseRecord {
         (!self.holder.is_empty()).then_some(self.holder.as_str())
     }
 
+    /// `leaseTransitions` after a takeover: one more, but never past the
+    /// largest int32, which is what the API server stores. Anyone may write
+    /// 2147483647 there; one more would be refused (400) on every attempt
+    /// and no standby could ever take the Lease.
+    pub fn next_transitions(&self) -> u32 {
+        self.transitions.saturating_add(1).min(INT32_MAX)
+    }
+
     /// `leaseDurationSeconds` as a duration.
     pub fn duration(&self) -> Duration {
         Duration::from_secs(u64::from(self.duration_seconds))
@@ -77,6 +85,35 @@ impl StoredLease {
     pub(crate) fn uid(&self) -> Option<&str> {
         self.metadata.get("uid").and_then(Value::as_str)
     }
+}
+
+/// The largest value of the Lease's int32 fields.
+pub(crate) const INT32_MAX: u32 = i32::MAX as u32;
+
+/// The most characters of a holder identity that ha-vip prints: a node
+/// name has at most 253.
+const PRINTED_HOLDER_CHARS: usize = 253;
+
+/// `holder` as ha-vip prints it (logs, events, status): control and
+/// bidirectional-override characters escaped (`\n`, `\u{1b}`, ...), and cut
+/// after 253 characters with the full length said. Anyone allowed to update
+/// the Lease chooses its holder; this keeps that string from forging log
+/// lines or flooding the journal with every change it makes.
+pub fn printable(holder: &str) -> String {
+    let mut out = String::with_capacity(holder.len().min(PRINTED_HOLDER_CHARS + 32));
+    for (i, c) in holder.chars().enumerate() {
+        if i == PRINTED_HOLDER_CHARS {
+            out.push_str(&format!("... ({} bytes)", holder.len()));
+            break;
+        }
+        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || hidden {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// RFC 3339 with exactly six fractional digits, as Kubernetes' MicroTime.
@@ -182,6 +219,20 @@ mod tests {
         assert_eq!(out["spec"]["renewTime"], "2026-11-22T03:04:06.000001Z");
         assert_eq!(out["spec"]["acquireTime"], "2026-11-22T03:04:05.123456Z");
         assert_eq!(out["spec"]["leaseDurationSeconds"], 4);
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_caps_the_length() {
+        assert_eq!(printable("cp1"), "cp1");
+        assert_eq!(
+            printable("cp1\nERROR forged line"),
+            "cp1\\nERROR forged line"
+        );
+        assert_eq!(printable("a\u{1b}[31mb\u{202e}"), "a\\u{1b}[31mb\\u{202e}");
+        let huge = "x".repeat(1 << 20);
+        let p = printable(&huge);
+        assert_eq!(p, format!("{}... (1048576 bytes)", "x".repeat(253)));
+        assert_eq!(printable(&"é".repeat(253)), "é".repeat(253));
     }
 
     #[test]
