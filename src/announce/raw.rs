@@ -11,22 +11,16 @@ use tokio::task::JoinHandle;
 use super::socket::PacketSocket;
 use super::{AnnounceError, AnnounceStats, Announcer, Counters, Schedule, packet};
 use crate::config::Vip;
-use crate::vip::lookup_link;
+use crate::vip::{Driver, lookup_link};
 
 #[derive(Debug)]
 struct Inner {
     interface: String,
     schedule: Schedule,
     netlink: Handle,
-    netlink_driver: JoinHandle<()>,
+    _netlink_driver: Driver,
     socket: PacketSocket,
     counters: Counters,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.netlink_driver.abort();
-    }
 }
 
 /// The tasks sending for one VIP; aborting them stops its announcements.
@@ -73,7 +67,7 @@ impl RawAnnouncer {
             interface: interface.to_owned(),
             schedule,
             netlink,
-            netlink_driver,
+            _netlink_driver: netlink_driver,
             socket,
             counters: Counters::default(),
         };
