@@ -166,12 +166,29 @@ fn cleanup_removes_leftover_vips_only() {
     // Leftovers of a crash carry ha-vip's marks (label, finite lifetime,
     // preferred 0, nodad); an address that is not a VIP must stay.
     ns.ip(&[
-        "addr", "add", "192.0.2.100/32", "dev", "hv0", "label", "hv0:vip", "valid_lft", "60",
-        "preferred_lft", "0",
+        "addr",
+        "add",
+        "192.0.2.100/32",
+        "dev",
+        "hv0",
+        "label",
+        "hv0:vip",
+        "valid_lft",
+        "60",
+        "preferred_lft",
+        "0",
     ]);
     ns.ip(&[
-        "addr", "add", "2001:db8::100/128", "dev", "hv0", "nodad", "valid_lft", "60",
-        "preferred_lft", "0",
+        "addr",
+        "add",
+        "2001:db8::100/128",
+        "dev",
+        "hv0",
+        "nodad",
+        "valid_lft",
+        "60",
+        "preferred_lft",
+        "0",
     ]);
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "hv0"]);
     let vips = [vip("192.0.2.100"), vip("2001:db8::100"), vip("192.0.2.200")];
@@ -225,7 +242,11 @@ fn own_address_equal_to_a_vip_is_refused_and_never_touched() {
         snapshot(&ns, "hvother", "198.51.100.9"),
     ];
     assert_eq!(before[0].1, u64::from(u32::MAX), "permanent: {before:?}");
-    let (v4, v6, other) = (vip("192.0.2.100"), vip("2001:db8::100"), vip("198.51.100.9"));
+    let (v4, v6, other) = (
+        vip("192.0.2.100"),
+        vip("2001:db8::100"),
+        vip("198.51.100.9"),
+    );
     ns.run(|| async {
         let table = NetlinkAddressTable::connect("hv0").unwrap();
         for v in [v4, v6, other] {
@@ -235,7 +256,10 @@ fn own_address_equal_to_a_vip_is_refused_and_never_touched() {
             let msg = err.to_string();
             assert!(matches!(err, VipError::Foreign { .. }), "{msg}");
             assert!(msg.contains(&format!("VIP {v} is already on")), "{msg}");
-            assert!(msg.contains("take") && msg.contains("out of `vips`"), "{msg}");
+            assert!(
+                msg.contains("take") && msg.contains("out of `vips`"),
+                "{msg}"
+            );
         }
         // Even when asked to, the table neither replaces nor removes it.
         for v in [v4, v6] {
@@ -271,7 +295,14 @@ fn run_refuses_a_vip_that_is_an_own_address() {
     )
     .unwrap();
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_ha-vip"), "run", "-c"])
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            env!("CARGO_BIN_EXE_ha-vip"),
+            "run",
+            "-c",
+        ])
         .arg(&cfg)
         .env_remove("JOURNAL_STREAM")
         .output()
@@ -282,8 +313,15 @@ fn run_refuses_a_vip_that_is_an_own_address() {
         stderr.contains("VIP 2001:db8::100/128 is already on hv0 as 2001:db8::100/64"),
         "{stderr}"
     );
-    assert!(stderr.contains("ip addr del 2001:db8::100/64 dev hv0"), "{stderr}");
+    assert!(
+        stderr.contains("ip addr del 2001:db8::100/64 dev hv0"),
+        "{stderr}"
+    );
     let a = ns.addr("hv0", "2001:db8::100").expect("still there");
     assert_eq!(a["prefixlen"], 64);
-    assert_eq!(a["valid_life_time"].as_u64(), Some(u64::from(u32::MAX)), "{a}");
+    assert_eq!(
+        a["valid_life_time"].as_u64(),
+        Some(u64::from(u32::MAX)),
+        "{a}"
+    );
 }

@@ -135,7 +135,9 @@ impl<T: AddressTable> AddressTable for Tracked<T> {
         let expiry = match &result {
             Ok(l) => l.map(|l| Instant::now() + l.as_duration()),
             // Whatever lifetime it carried was at most what was left at the start.
-            Err(e) if maybe_applied(e) => Some(Instant::now() + until.saturating_duration_since(start)),
+            Err(e) if maybe_applied(e) => {
+                Some(Instant::now() + until.saturating_duration_since(start))
+            }
             Err(_) => None,
         };
         self.end_add(vip, seq, expiry);

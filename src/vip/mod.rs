@@ -57,8 +57,8 @@ pub use error::{Cause, CleanupError, VipError};
 pub use exposure::{Tracked, UpUntil};
 pub use fake::{FakeAddressTable, FakeOp};
 pub use guard::{Guard, GuardError};
-pub use netlink::{Foreign, NetlinkAddressTable};
 pub(crate) use netlink::{Driver, connect, lookup_link};
+pub use netlink::{Foreign, NetlinkAddressTable};
 pub use watch::{NetEvent, NetEvents, WatchedVips, Watcher};
 
 /// A VIP's valid lifetime: whole seconds, at least 1, never infinite.

@@ -359,3 +359,5 @@ async fn guard_readd_after_a_stall_stays_inside_the_fence() {
         expiry - fence
     );
 }
+
+mod late;
