@@ -150,6 +150,9 @@ impl Daemon {
             }
         }
         self.vip_until = Some(until);
+        for &v in &self.cfg.vips {
+            self.parts.announcer.fence(v, until);
+        }
         if !up {
             return None;
         }
