@@ -31,6 +31,48 @@
 //! may take the lease only at `t + D`. Hence `R + 1.25 s < D` (plus
 //! clock-rate drift): D = 4 s, R = 2 s leaves 0.75 s.
 //!
+//! # A request that lands late
+//!
+//! The lifetime counts from when the kernel *applies* the request, not from
+//! when ha-vip computed it. The kernel handles an `RTM_NEWADDR` inside the
+//! `sendmsg` that carries it, once it holds RTNL, one lock for every
+//! namespace on the host; another process can hold it for seconds (deleting
+//! a namespace with many links does: 1.2 s for 160 veth pairs of 1024
+//! queues here, `tests/dataplane_late.rs`). The kernel's own expiry workers
+//! (IPv4 `check_lifetime`, IPv6 `addrconf_verify_work`) take RTNL to delete
+//! an address too, so while someone holds it nothing is deleted either;
+//! ARP and neighbour replies do not need it, so a VIP that is still there
+//! keeps answering. What ha-vip does about it:
+//!
+//! * requests run on a netlink thread of their own ([`connect`]), so the
+//!   daemon's timers and lease renewals go on while one waits;
+//! * the lifetime is computed after the link lookup, right before the
+//!   request that carries it ([`AddressTable::add_until`]): a request that
+//!   waited in the lookup finds the fence passed and sends nothing;
+//! * a request answered so late that `answer + lifetime` passes the fence
+//!   is corrected at once ([`set_until`]: shortened, or the VIP removed,
+//!   removal retried), and [`Tracked`] records for every request
+//!   `answer + lifetime` (unknown while unanswered), which the daemon waits
+//!   out before it releases the lease when a removal fails.
+//!
+//! The bound: a VIP of ours is gone by `fence + F` or by `end of the RTNL
+//! hold + C`, whichever is later, where C is the correction latency
+//! (measured < 20 ms after the hold ends, `cargo nextest run --test
+//! dataplane_late --no-capture`). The second term is the residual that the
+//! kernel lifetime alone cannot remove: a hold still running when the
+//! fence passes delays the kernel's own deletion just as much, and a
+//! process stopped between computing and sending (SIGSTOP) re-adds the VIP
+//! for C when it continues. An absolute-time fence in nftables removes it.
+//!
+//! # Which addresses are ha-vip's
+//!
+//! A VIP is created exclusively (`NLM_F_EXCL`); ha-vip replaces, removes
+//! (also `ha-vip release`) or counts as present only an address that carries
+//! its marks (see `netlink.rs`: the configured prefix, a finite valid
+//! lifetime with preferred 0, plus the label `<dev>:vip` for IPv4 or
+//! `nodad` for IPv6). A VIP that is already one of the node's own addresses
+//! is refused at start ([`refuse_foreign`]).
+//!
 //! # Drift repair
 //!
 //! [`Watcher`] turns netlink address and link notifications into
