@@ -85,22 +85,29 @@ fn in_ns<T: Send + 'static>(
     })
 }
 
+/// When the probe's request in flight started, if one is.
+type InFlight = Arc<Mutex<Option<Instant>>>;
+
 /// Every request that needs RTNL, back to back: (start, duration).
 fn rtnl_probe(
     ns: &Netns,
     stop: &Arc<AtomicBool>,
+    in_flight: &InFlight,
 ) -> std::thread::JoinHandle<Vec<(Instant, Duration)>> {
     let name = ns.name().to_owned();
     let stop = stop.clone();
+    let in_flight = in_flight.clone();
     std::thread::spawn(move || {
         let mut out = Vec::new();
         let mut add = true;
         while !stop.load(Ordering::Relaxed) {
             let start = Instant::now();
+            *in_flight.lock().unwrap() = Some(start);
             let op = if add { "add" } else { "del" };
             let _ = Command::new("ip")
                 .args(["-n", &name, "addr", op, "10.9.9.9/32", "dev", "pa"])
                 .output();
+            *in_flight.lock().unwrap() = None;
             out.push((start, start.elapsed()));
             add = !add;
         }
@@ -147,7 +154,8 @@ fn serial_a_refresh_stuck_behind_a_busy_rtnl_is_corrected_within_the_bound() {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let rtnl = rtnl_probe(&probe_ns, &stop);
+    let probing = InFlight::default();
+    let rtnl = rtnl_probe(&probe_ns, &stop, &probing);
     // The peer: a TCP SYN to the VIP every 10 ms; an RST means it answered.
     let answered = Arc::new(AtomicBool::new(false));
     let answered_tx = answered.clone();
@@ -170,6 +178,7 @@ fn serial_a_refresh_stuck_behind_a_busy_rtnl_is_corrected_within_the_bound() {
     let (fence, sent, returned, result, ledger, adds) = leader.run(|| {
         let hog_started = hog_started.clone();
         let hog_name = hog_name.clone();
+        let probing = probing.clone();
         async move {
             let table = Tracked::new(Timed {
                 inner: NetlinkAddressTable::connect("l0").unwrap(),
@@ -196,7 +205,19 @@ fn serial_a_refresh_stuck_behind_a_busy_rtnl_is_corrected_within_the_bound() {
                     .args(["netns", "del", &hog_name])
                     .status()
             });
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Once the probe has waited 50 ms for RTNL, the hold is on.
+            let spawned = Instant::now();
+            while !probing
+                .lock()
+                .unwrap()
+                .is_some_and(|t| t.elapsed() > Duration::from_millis(50))
+            {
+                assert!(
+                    spawned.elapsed() < Duration::from_secs(5),
+                    "the namespace teardown never held RTNL"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             // A refresh whose 1 s lifetime is computed now, with 1.02 s left.
             let sent = Instant::now();
             let fence = sent + Duration::from_millis(1020);
