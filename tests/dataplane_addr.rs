@@ -6,7 +6,9 @@ mod netns;
 use std::net::IpAddr;
 
 use ha_vip::config::Vip;
-use ha_vip::vip::{AddressTable, Cause, Lifetime, NetlinkAddressTable, remove_all};
+use ha_vip::vip::{
+    AddressTable, Cause, Lifetime, NetlinkAddressTable, VipError, refuse_foreign, remove_all,
+};
 use netns::{Netns, veth};
 
 fn vip(s: &str) -> Vip {
@@ -161,14 +163,40 @@ fn missing_interface_is_a_clear_error() {
 #[test]
 fn cleanup_removes_leftover_vips_only() {
     let ns = ns_with_veth("left", "hv0");
-    // Leftovers of a crash, added by hand (permanent, no label): and an
-    // address that is not a VIP, which must stay.
-    ns.ip(&["addr", "add", "192.0.2.100/32", "dev", "hv0"]);
-    ns.ip(&["addr", "add", "2001:db8::100/128", "dev", "hv0", "nodad"]);
+    // Leftovers of a crash carry ha-vip's marks (label, finite lifetime,
+    // preferred 0, nodad); an address that is not a VIP must stay.
+    ns.ip(&[
+        "addr",
+        "add",
+        "192.0.2.100/32",
+        "dev",
+        "hv0",
+        "label",
+        "hv0:vip",
+        "valid_lft",
+        "60",
+        "preferred_lft",
+        "0",
+    ]);
+    ns.ip(&[
+        "addr",
+        "add",
+        "2001:db8::100/128",
+        "dev",
+        "hv0",
+        "nodad",
+        "valid_lft",
+        "60",
+        "preferred_lft",
+        "0",
+    ]);
     ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "hv0"]);
     let vips = [vip("192.0.2.100"), vip("2001:db8::100"), vip("192.0.2.200")];
     ns.run(|| async {
         let table = NetlinkAddressTable::connect("hv0").unwrap();
+        refuse_foreign(&table, &vips)
+            .await
+            .expect("an ha-vip leftover is not foreign");
         let removed = remove_all(&table, &vips).await.unwrap();
         assert_eq!(removed, vec![vips[0], vips[1]]);
         assert_eq!(
@@ -182,5 +210,118 @@ fn cleanup_removes_leftover_vips_only() {
     assert!(
         ns.addr("hv0", "192.0.2.1").is_some(),
         "not a VIP: left alone"
+    );
+}
+
+/// What `ip -j addr` says of an address, for "untouched" checks.
+fn snapshot(ns: &Netns, dev: &str, local: &str) -> (u64, u64, bool, String) {
+    let a = ns
+        .addr(dev, local)
+        .unwrap_or_else(|| panic!("{local} gone from {dev}"));
+    (
+        a["prefixlen"].as_u64().unwrap(),
+        a["valid_life_time"].as_u64().unwrap(),
+        a.get("dynamic").is_some(),
+        a["label"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn own_address_equal_to_a_vip_is_refused_and_never_touched() {
+    let ns = ns_with_veth("own", "hv0");
+    // (This kernel has no dummy links; a veth end will do.)
+    veth(&ns, "hvother", &ns, "hvotherp");
+    // The node's own addresses: on the VIP interface (IPv4 with the VIP's
+    // prefix, IPv6 with another), and on another interface.
+    ns.ip(&["addr", "add", "192.0.2.100/32", "dev", "hv0"]);
+    ns.ip(&["addr", "add", "2001:db8::100/64", "dev", "hv0", "nodad"]);
+    ns.ip(&["addr", "add", "198.51.100.9/24", "dev", "hvother"]);
+    let before = [
+        snapshot(&ns, "hv0", "192.0.2.100"),
+        snapshot(&ns, "hv0", "2001:db8::100"),
+        snapshot(&ns, "hvother", "198.51.100.9"),
+    ];
+    assert_eq!(before[0].1, u64::from(u32::MAX), "permanent: {before:?}");
+    let (v4, v6, other) = (
+        vip("192.0.2.100"),
+        vip("2001:db8::100"),
+        vip("198.51.100.9"),
+    );
+    ns.run(|| async {
+        let table = NetlinkAddressTable::connect("hv0").unwrap();
+        for v in [v4, v6, other] {
+            let err = refuse_foreign(&table, &[vip("192.0.2.250"), v])
+                .await
+                .expect_err("the node's own address is refused");
+            let msg = err.to_string();
+            assert!(matches!(err, VipError::Foreign { .. }), "{msg}");
+            assert!(msg.contains(&format!("VIP {v} is already on")), "{msg}");
+            assert!(
+                msg.contains("take") && msg.contains("out of `vips`"),
+                "{msg}"
+            );
+        }
+        // Even when asked to, the table neither replaces nor removes it.
+        for v in [v4, v6] {
+            let err = table.add_or_refresh(v, secs(1)).await.unwrap_err();
+            assert_eq!(err.cause(), &Cause::NotOurs, "{err}");
+            assert_eq!(table.present(&[v]).await.unwrap(), vec![], "not ours");
+        }
+        assert_eq!(remove_all(&table, &[v4, v6]).await.unwrap(), vec![]);
+    });
+    // Past the 1 s the refresh asked for: still there, still permanent.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = [
+        snapshot(&ns, "hv0", "192.0.2.100"),
+        snapshot(&ns, "hv0", "2001:db8::100"),
+        snapshot(&ns, "hvother", "198.51.100.9"),
+    ];
+    assert_eq!(before, after, "the node's own addresses are untouched");
+}
+
+/// `ha-vip run` itself: exit 1 with the fix, before touching anything.
+#[test]
+fn run_refuses_a_vip_that_is_an_own_address() {
+    let ns = ns_with_veth("ownrun", "hv0");
+    ns.ip(&["addr", "add", "2001:db8::100/64", "dev", "hv0", "nodad"]);
+    let run_dir = tempfile::tempdir().unwrap();
+    let cfg = run_dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_name: cp1\ninterface: hv0\nvips: [\"2001:db8::100\"]\nmetrics:\n  enabled: false\nk8s:\n  kubeconfig: /nonexistent/admin.conf\nrun_dir: {}\n",
+            run_dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            env!("CARGO_BIN_EXE_ha-vip"),
+            "run",
+            "-c",
+        ])
+        .arg(&cfg)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("VIP 2001:db8::100/128 is already on hv0 as 2001:db8::100/64"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ip addr del 2001:db8::100/64 dev hv0"),
+        "{stderr}"
+    );
+    let a = ns.addr("hv0", "2001:db8::100").expect("still there");
+    assert_eq!(a["prefixlen"], 64);
+    assert_eq!(
+        a["valid_life_time"].as_u64(),
+        Some(u64::from(u32::MAX)),
+        "{a}"
     );
 }

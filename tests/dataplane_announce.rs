@@ -225,8 +225,11 @@ fn announcements_update_the_neighbours_and_carry_every_field() {
                     .unwrap();
             }
             let t_start = Instant::now();
-            announcer.start(vip(V4));
-            announcer.start(vip(V6));
+            let fence = tokio::time::Instant::now() + Duration::from_secs(30);
+            for v in [vip(V4), vip(V6)] {
+                announcer.fence(v, fence);
+                announcer.start(v);
+            }
             tokio::time::sleep(Duration::from_millis(1700)).await;
             (t_start, announcer.stats())
         })
@@ -338,6 +341,7 @@ fn stop_ends_announcements_at_once_and_bursts_need_a_start() {
                 0,
                 "burst before start sends nothing"
             );
+            announcer.fence(v, tokio::time::Instant::now() + Duration::from_secs(30));
             announcer.start(v);
             tokio::time::sleep(Duration::from_millis(650)).await;
             announcer.burst(v);
@@ -366,4 +370,46 @@ fn stop_ends_announcements_at_once_and_bursts_need_a_start() {
         .collect();
     assert!(late.is_empty(), "announcements after stop: {late:?}");
     assert_eq!(ours.len() as u64, before.garp);
+}
+
+/// Issue 10, item 9: a process stalled past its fence (SIGSTOP, here a
+/// blocked runtime thread) sends none of the rounds that fell due meanwhile.
+#[test]
+fn no_announcement_after_the_fence_even_after_a_stall() {
+    let (a, b) = two_hosts("fence");
+    let schedule = Schedule {
+        count: 3,
+        spacing: Duration::from_millis(100),
+        second_burst_delay: Duration::from_millis(500),
+        refresh_interval: Some(Duration::from_millis(100)),
+    };
+    let ((fence, stats), frames) = with_capture(&a, &b, || {
+        a.run(|| async {
+            let announcer = RawAnnouncer::new("a0", schedule).unwrap();
+            let v = vip(V4);
+            let fence = tokio::time::Instant::now() + Duration::from_millis(1000);
+            announcer.fence(v, fence);
+            announcer.start(v);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The whole thread stops over the second burst and the fence,
+            // as under SIGSTOP; the rounds due meanwhile run after it.
+            std::thread::sleep(Duration::from_millis(1200));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (fence.into_std(), announcer.stats())
+        })
+    });
+    let v4: Ipv4Addr = V4.parse().unwrap();
+    let ours: Vec<&Captured> = frames
+        .iter()
+        .filter(|c| is_arp(&c.frame) && c.frame[28..32] == v4.octets())
+        .collect();
+    let late: Vec<Duration> = ours
+        .iter()
+        .filter(|c| c.at > fence)
+        .map(|c| c.at - fence)
+        .collect();
+    assert!(late.is_empty(), "announcements after the fence: {late:?}");
+    // Only the first burst: 3 rounds of request + reply.
+    assert_eq!(ours.len(), 6, "{stats:?}");
+    assert_eq!(stats.garp, 6);
 }

@@ -79,6 +79,7 @@ fn guard_puts_back_a_vip_removed_from_outside() {
         let lifetime = Lifetime::from_secs(20).unwrap();
         for v in vips {
             table.add_or_refresh(v, lifetime).await.unwrap();
+            announcer.fence(v, t0 + lifetime.as_duration());
             announcer.start(v);
         }
         guard

@@ -1,6 +1,6 @@
 //! An [`Announcer`] that records calls, for unit tests.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{AnnounceStats, Announcer};
@@ -21,6 +21,7 @@ pub enum AnnounceCall {
 struct State {
     calls: Vec<AnnounceCall>,
     active: BTreeSet<Vip>,
+    deadlines: BTreeMap<Vip, tokio::time::Instant>,
     stats: AnnounceStats,
 }
 
@@ -44,6 +45,11 @@ impl FakeAnnouncer {
         self.lock().calls.clone()
     }
 
+    /// The fence deadline last set for `vip`.
+    pub fn deadline(&self, vip: Vip) -> Option<tokio::time::Instant> {
+        self.lock().deadlines.get(&vip).copied()
+    }
+
     /// VIPs started and not stopped.
     pub fn active(&self) -> Vec<Vip> {
         self.lock().active.iter().copied().collect()
@@ -59,6 +65,10 @@ fn count(stats: &mut AnnounceStats, vip: Vip) {
 }
 
 impl Announcer for FakeAnnouncer {
+    fn fence(&self, vip: Vip, until: tokio::time::Instant) {
+        self.lock().deadlines.insert(vip, until);
+    }
+
     fn start(&self, vip: Vip) {
         let mut s = self.lock();
         s.calls.push(AnnounceCall::Start(vip));
@@ -78,6 +88,7 @@ impl Announcer for FakeAnnouncer {
         let mut s = self.lock();
         s.calls.push(AnnounceCall::Stop(vip));
         s.active.remove(&vip);
+        s.deadlines.remove(&vip);
     }
 
     fn stats(&self) -> AnnounceStats {

@@ -7,9 +7,12 @@
 //! reply); for IPv6, one unsolicited neighbour advertisement.
 //! [`Announcer::burst`] re-announces on demand (link up, drift repair) and
 //! [`Announcer::stop`] ends every announcement of the VIP at once. Nothing is
-//! ever sent for a VIP between `stop` and the next `start`.
+//! ever sent for a VIP between `stop` and the next `start`, nor after the
+//! fence deadline the daemon last gave with [`Announcer::fence`] (see
+//! [`fence`](self::fence) for why).
 
 mod fake;
+mod fence;
 pub mod packet;
 mod raw;
 mod socket;
@@ -80,6 +83,10 @@ impl Counters {
 ///
 /// Methods return at once; the sending happens on tokio tasks.
 pub trait Announcer: Send + Sync {
+    /// Sets the fence deadline of `vip`: nothing is sent for it at or after
+    /// `until`. The daemon calls it on every refresh of the VIP, before
+    /// [`Self::start`]; without a deadline nothing is sent at all.
+    fn fence(&self, vip: Vip, until: tokio::time::Instant);
     /// Starts the schedule for `vip` (restarting it if already running).
     fn start(&self, vip: Vip);
     /// Sends one extra burst for `vip` if it is started; otherwise nothing.

@@ -8,25 +8,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rtnetlink::Handle;
 use tokio::task::JoinHandle;
 
+use super::fence::{Deadlines, rounds, run_schedule};
 use super::socket::PacketSocket;
 use super::{AnnounceError, AnnounceStats, Announcer, Counters, Schedule, packet};
 use crate::config::Vip;
-use crate::vip::lookup_link;
+use crate::vip::{Driver, lookup_link};
 
 #[derive(Debug)]
 struct Inner {
     interface: String,
     schedule: Schedule,
     netlink: Handle,
-    netlink_driver: JoinHandle<()>,
+    _netlink_driver: Driver,
     socket: PacketSocket,
     counters: Counters,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.netlink_driver.abort();
-    }
+    deadlines: Deadlines,
 }
 
 /// The tasks sending for one VIP; aborting them stops its announcements.
@@ -73,9 +69,10 @@ impl RawAnnouncer {
             interface: interface.to_owned(),
             schedule,
             netlink,
-            netlink_driver,
+            _netlink_driver: netlink_driver,
             socket,
             counters: Counters::default(),
+            deadlines: Deadlines::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -99,23 +96,18 @@ impl Drop for RawAnnouncer {
 }
 
 impl Announcer for RawAnnouncer {
+    fn fence(&self, vip: Vip, until: tokio::time::Instant) {
+        self.inner.deadlines.set(vip, until);
+    }
+
     fn start(&self, vip: Vip) {
         let inner = Arc::clone(&self.inner);
         let task = self.runtime.spawn(async move {
-            let s = inner.schedule;
-            inner.burst(vip, s.count, "acquire").await;
-            tokio::time::sleep(s.second_burst_delay).await;
-            inner.burst(vip, s.count, "second burst").await;
-            if let Some(every) = s.refresh_interval {
-                let mut ticks =
-                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                // After a stall, one round is enough; no catch-up storm.
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    ticks.tick().await;
-                    inner.burst(vip, 1, "refresh").await;
-                }
-            }
+            run_schedule(inner.schedule, |count, why| {
+                let inner = Arc::clone(&inner);
+                async move { inner.burst(vip, count, why).await }
+            })
+            .await;
         });
         if let Some(old) = self.tasks().insert(vip, Tasks(vec![task])) {
             old.abort();
@@ -130,16 +122,16 @@ impl Announcer for RawAnnouncer {
         running.0.retain(|t| !t.is_finished());
         let inner = Arc::clone(&self.inner);
         let count = inner.schedule.count;
-        running.0.push(
-            self.runtime
-                .spawn(async move { inner.burst(vip, count, "on demand").await }),
-        );
+        running.0.push(self.runtime.spawn(async move {
+            inner.burst(vip, count, "on demand").await;
+        }));
     }
 
     fn stop(&self, vip: Vip) {
         if let Some(tasks) = self.tasks().remove(&vip) {
             tasks.abort();
         }
+        self.inner.deadlines.clear(vip);
     }
 
     fn stats(&self) -> AnnounceStats {
@@ -148,31 +140,35 @@ impl Announcer for RawAnnouncer {
 }
 
 impl Inner {
-    async fn burst(&self, vip: Vip, count: u32, why: &'static str) {
+    /// One burst; false once the fence refused a frame (the schedule ends).
+    async fn burst(&self, vip: Vip, count: u32, why: &'static str) -> bool {
         let interface = self.interface.as_str();
         let link = match lookup_link(&self.netlink, interface).await {
             Ok(link) => link,
             Err(cause) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%vip, interface, %cause, "cannot announce VIP");
-                return;
+                return true;
             }
         };
         let Some(mac) = link.mac else {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%vip, interface, "cannot announce VIP: interface has no Ethernet address");
-            return;
+            return true;
         };
         tracing::debug!(%vip, interface, count, why, "announcing VIP");
-        for round in 0..count.max(1) {
-            if round > 0 {
-                tokio::time::sleep(self.schedule.spacing).await;
-            }
-            self.round(link.index, mac, vip);
+        let sent = rounds(count, self.schedule.spacing, || {
+            self.round(link.index, mac, vip)
+        })
+        .await;
+        if !sent {
+            tracing::debug!(%vip, interface, why, "fence deadline passed; no more announcements until the VIP is refreshed");
         }
+        sent
     }
 
-    fn round(&self, ifindex: u32, mac: packet::Mac, vip: Vip) {
+    /// One round; false (and nothing more sent) once the fence has passed.
+    fn round(&self, ifindex: u32, mac: packet::Mac, vip: Vip) -> bool {
         match vip.addr {
             IpAddr::V4(a) => {
                 // Both forms: some devices only honour the reply.
@@ -181,13 +177,12 @@ impl Inner {
                     &packet::garp_request(mac, a),
                     &self.counters.garp,
                     vip,
-                );
-                self.send(
+                ) && self.send(
                     ifindex,
                     &packet::garp_reply(mac, a),
                     &self.counters.garp,
                     vip,
-                );
+                )
             }
             IpAddr::V6(a) => self.send(
                 ifindex,
@@ -198,7 +193,12 @@ impl Inner {
         }
     }
 
-    fn send(&self, ifindex: u32, frame: &[u8], counter: &AtomicU64, vip: Vip) {
+    /// Sends one frame unless the fence has passed (checked right before
+    /// the send: a stall can come anywhere); false when it has.
+    fn send(&self, ifindex: u32, frame: &[u8], counter: &AtomicU64, vip: Vip) -> bool {
+        if !self.deadlines.allows(vip) {
+            return false;
+        }
         match self.socket.send(ifindex, frame) {
             Ok(()) => {
                 counter.fetch_add(1, Ordering::Relaxed);
@@ -208,5 +208,6 @@ impl Inner {
                 tracing::warn!(%vip, interface = self.interface, error = %e, "failed to send announcement");
             }
         }
+        true
     }
 }

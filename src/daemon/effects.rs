@@ -93,19 +93,31 @@ impl Daemon {
             self.metrics.set_vip_present(v, false);
         }
         if !removed {
-            let gone_by = self.vip_until.unwrap_or_else(Instant::now) + defaults::FENCE_MARGIN;
-            self.release_blocked = Some(gone_by);
+            self.release_blocked = Some(self.vips_gone_by().unwrap_or_else(Instant::now));
+        }
+    }
+
+    /// When our VIPs are certainly gone, from every add request sent (see
+    /// [`vip::Tracked`]) plus the kernel's deletion latency; `None` while a
+    /// request is unanswered (its lifetime has not started yet).
+    fn vips_gone_by(&self) -> Option<Instant> {
+        match self.parts.table.up_until() {
+            vip::UpUntil::Gone => Some(Instant::now()),
+            vip::UpUntil::Until(t) => {
+                Some(t.max(self.vip_until.unwrap_or(t)) + defaults::FENCE_MARGIN)
+            }
+            vip::UpUntil::InFlight => None,
         }
     }
 
     /// Called by the main loop while a release is blocked: tries the removal
     /// again, and lets the release through once the VIPs are gone.
     pub(super) async fn retry_removal(&mut self) {
-        let Some(gone_by) = self.release_blocked else {
+        if self.release_blocked.is_none() {
             return;
-        };
+        }
         let removed = self.parts.remove_all(&self.cfg).await;
-        if removed || Instant::now() >= gone_by {
+        if removed || self.vips_gone_by().is_some_and(|t| Instant::now() >= t) {
             if !removed {
                 tracing::info!("the kernel fence has removed our VIPs by now; releasing the lease");
             }
@@ -138,6 +150,9 @@ impl Daemon {
             }
         }
         self.vip_until = Some(until);
+        for &v in &self.cfg.vips {
+            self.parts.announcer.fence(v, until);
+        }
         if !up {
             return None;
         }

@@ -16,7 +16,9 @@ use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
 use crate::systemd::SdNotifier;
-use crate::vip::{self, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
+use crate::vip::{
+    self, Cause, CleanupError, Guard, NetlinkAddressTable, Tracked, VipError, Watcher,
+};
 
 /// A part of the daemon that could not start; each says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +45,7 @@ pub enum SetupError {
 
 /// The tasks and handles the daemon owns.
 pub(crate) struct Parts {
-    pub(crate) table: Arc<NetlinkAddressTable>,
+    pub(crate) table: Arc<Tracked<NetlinkAddressTable>>,
     pub(crate) announcer: Arc<RawAnnouncer>,
     pub(crate) guard: Guard,
     /// Which VIPs the netlink watcher reports removals of.
@@ -120,7 +122,8 @@ impl Drop for Parts {
 /// Opens everything, removes leftover VIPs, and starts the tasks.
 pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let notifier = SdNotifier::from_env();
-    let table = Arc::new(NetlinkAddressTable::connect(&cfg.interface)?);
+    let table = Arc::new(Tracked::new(NetlinkAddressTable::connect(&cfg.interface)?));
+    vip::refuse_foreign(table.inner(), &cfg.vips).await?;
     // We hold no lease yet, so any VIP of ours on the interface is a leftover.
     match vip::remove_all(table.as_ref(), &cfg.vips).await {
         Ok(removed) if !removed.is_empty() => {

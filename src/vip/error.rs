@@ -16,6 +16,9 @@ pub enum Cause {
     Errno(i32),
     /// The netlink exchange itself failed (socket closed, unexpected reply).
     Protocol(String),
+    /// The address is on the interface but ha-vip did not add it (it lacks
+    /// ha-vip's marks), so ha-vip will not replace or remove it.
+    NotOurs,
 }
 
 impl fmt::Display for Cause {
@@ -25,6 +28,9 @@ impl fmt::Display for Cause {
             Self::NoInterface(name) => write!(f, "no interface {name}"),
             Self::Errno(errno) => write!(f, "{}", io::Error::from_raw_os_error(*errno)),
             Self::Protocol(what) => write!(f, "netlink: {what}"),
+            Self::NotOurs => f.write_str(
+                "the address is already there and ha-vip did not add it; ha-vip never takes over an address of the node (take it out of `vips`, or delete it with `ip addr del` if it is a stray copy of the VIP)",
+            ),
         }
     }
 }
@@ -98,6 +104,18 @@ pub enum VipError {
         /// What went wrong.
         cause: Cause,
     },
+    /// A VIP is already one of the node's addresses, not added by ha-vip.
+    #[error(
+        "VIP {vip} is already on {interface} as {address}, an address ha-vip did not add; serving it would turn the node's own address into an expiring VIP. Fix: take {vip} out of `vips` in the configuration (a VIP must be an address no node owns), or, if it is a stray copy of the VIP, delete it: ip addr del {address} dev {interface}"
+    )]
+    Foreign {
+        /// The configured VIP.
+        vip: Vip,
+        /// Where the address was found.
+        interface: String,
+        /// The address with its own prefix.
+        address: Vip,
+    },
     /// Subscribing to netlink notifications failed.
     #[error("failed to watch {interface} for address and link changes: {cause}")]
     Watch {
@@ -108,6 +126,8 @@ pub enum VipError {
     },
 }
 
+static NOT_OURS: Cause = Cause::NotOurs;
+
 impl VipError {
     /// The underlying cause, for callers that branch on it.
     pub fn cause(&self) -> &Cause {
@@ -117,6 +137,7 @@ impl VipError {
             | Self::Remove { cause, .. }
             | Self::List { cause, .. }
             | Self::Watch { cause, .. } => cause,
+            Self::Foreign { .. } => &NOT_OURS,
         }
     }
 }

@@ -359,3 +359,70 @@ async fn guard_readd_after_a_stall_stays_inside_the_fence() {
         expiry - fence
     );
 }
+
+/// The marks that tell ha-vip's addresses from the node's own (issue 10, item 5).
+#[test]
+fn only_addresses_with_every_mark_are_ours() {
+    use netlink_packet_route::address::AddressFlags;
+    let ours4 = super::netlink::Entry {
+        vip: vip("10.0.0.1"),
+        index: 2,
+        label: Some("eth0:vip".into()),
+        valid: Some(3),
+        preferred: Some(0),
+        flags: AddressFlags::empty(),
+    };
+    assert!(ours4.is_ours("eth0"));
+    let not = |e: &super::netlink::Entry, why: &str| assert!(!e.is_ours("eth0"), "{why}: {e:?}");
+    not(
+        &super::netlink::Entry {
+            label: Some("eth0".into()),
+            ..ours4.clone()
+        },
+        "no label",
+    );
+    not(
+        &super::netlink::Entry {
+            valid: Some(u32::MAX),
+            ..ours4.clone()
+        },
+        "forever",
+    );
+    not(
+        &super::netlink::Entry {
+            flags: AddressFlags::Permanent,
+            ..ours4.clone()
+        },
+        "permanent",
+    );
+    not(
+        &super::netlink::Entry {
+            preferred: Some(100),
+            ..ours4.clone()
+        },
+        "preferred",
+    );
+    // Without a label that fits, the lifetime marks decide.
+    let long = super::netlink::Entry {
+        label: None,
+        ..ours4.clone()
+    };
+    assert!(long.is_ours("enp0s31f6xyz"));
+    let ours6 = super::netlink::Entry {
+        vip: vip("fd00::1"),
+        label: None,
+        flags: AddressFlags::Nodad,
+        ..ours4.clone()
+    };
+    assert!(ours6.is_ours("eth0"));
+    // A deprecated SLAAC/DHCPv6 address has preferred 0 too, but no nodad.
+    not(
+        &super::netlink::Entry {
+            flags: AddressFlags::empty(),
+            ..ours6.clone()
+        },
+        "no nodad",
+    );
+}
+
+mod late;
