@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod instance;
 pub mod kube;
 pub mod lease;
 pub mod logging;
