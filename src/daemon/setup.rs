@@ -150,6 +150,16 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let announcer = Arc::new(RawAnnouncer::new(&cfg.interface, schedule)?);
     let watcher = Watcher::start(&cfg.interface, &cfg.vips).await?;
+    let mut machine =
+        Machine::new(cfg.lease.renew_deadline).with_carrier_buffer(cfg.health.stability_buffer);
+    if watcher.link_up() != Some(true) {
+        tracing::warn!(
+            interface = %cfg.interface,
+            "the VIP interface is missing, down or without carrier; not campaigning until it has one"
+        );
+        // Nothing to undo: the elector starts without campaigning.
+        let _ = machine.step(crate::machine::Event::Carrier { up: false }, Instant::now());
+    }
     let watched = watcher.watched();
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
 
@@ -168,7 +178,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
     Ok(Daemon {
-        machine: Machine::new(cfg.lease.renew_deadline),
+        machine,
         parts: Parts {
             table,
             announcer,
