@@ -48,7 +48,15 @@ impl ApiNet {
         ip(&["netns", "add", &ns]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ip(&["-n", &ns, "link", "add", "br1", "type", "bridge"]);
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "br1"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "br1",
+        ]);
         ip(&["-n", &ns, "link", "set", "br1", "up"]);
         for (i, node) in lab.nodes.iter().enumerate() {
             let port = format!("q{i}");
@@ -161,7 +169,11 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
     let other = 1 - first;
     // Let the standby settle (healthy, campaigning) and the ARP caches fill.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(lab.has_vip(first) && !lab.has_vip(other), "{}", log_of(&nodes));
+    assert!(
+        lab.has_vip(first) && !lab.has_vip(other),
+        "{}",
+        log_of(&nodes)
+    );
 
     let vip = IpAddr::V4(lab.vip());
     let holders = meter::HolderMeter::start(&lab.nodes, vip);
@@ -201,9 +213,15 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
             .contains("VIP interface has carrier again")
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert!(!lab.has_vip(first) && lab.has_vip(other), "{}", log_of(&nodes));
+    assert!(
+        !lab.has_vip(first) && lab.has_vip(other),
+        "{}",
+        log_of(&nodes)
+    );
     let (gone2, taken2) = cut_carrier(lab, &nodes, other, first);
-    eprintln!("carrier loss on the second holder: gone after {gone2:?}, back on the first after {taken2:?}");
+    eprintln!(
+        "carrier loss on the second holder: gone after {gone2:?}, back on the first after {taken2:?}"
+    );
     assert!(taken2 < Duration::from_secs(2), "handover took {taken2:?}");
 
     let samples = holders.finish();

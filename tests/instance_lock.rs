@@ -56,7 +56,11 @@ fn second_run(ns: &str, config: &std::path::Path, bound: Duration) -> (Option<i3
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    let _ = child.stderr.take().expect("stderr").read_to_string(&mut err);
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err);
     (code, err)
 }
 
@@ -92,14 +96,20 @@ async fn serial_a_second_run_exits_1_and_release_refuses_while_the_lock_is_held(
         "a second run on the node must exit 1 at once; its stderr:\n{err}"
     );
     assert!(
-        err.contains(&format!("another ha-vip is running on this node (pid {pid}")),
+        err.contains(&format!(
+            "another ha-vip is running on this node (pid {pid}"
+        )),
         "{err}"
     );
 
     // release (ExecStopPost) refuses while the daemon holds the lock.
     let out = node.release();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "release while running: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "release while running: {stderr}"
+    );
     assert!(
         stderr.contains(&format!("ha-vip is running (pid {pid})")),
         "{stderr}"
@@ -122,7 +132,11 @@ async fn serial_a_second_run_exits_1_and_release_refuses_while_the_lock_is_held(
         "the first daemon's VIP was deleted:\n{events}"
     );
     assert!(lab.has_vip(0), "the first daemon's VIP is gone");
-    assert!(node.running(), "the first daemon died:\n{}", node.log_text());
+    assert!(
+        node.running(),
+        "the first daemon died:\n{}",
+        node.log_text()
+    );
 
     // SIGKILL leaves the lock file behind; the kernel dropped the lock.
     node.signal(Signal::SIGKILL);

@@ -315,11 +315,19 @@ fn carrier_loss_removes_vips_and_releases_at_once() {
     assert_eq!(m.next_deadline(), None);
     // A write that was in flight is given back, health or not.
     assert_eq!(
-        m.step(Event::Renewed { sent_at: t0 + ms(90) }, t0 + ms(120)),
+        m.step(
+            Event::Renewed {
+                sent_at: t0 + ms(90)
+            },
+            t0 + ms(120)
+        ),
         vec![Action::Campaign(false)]
     );
     assert_eq!(m.role(), Role::Follower);
-    assert!(m.step(Event::Health { healthy: true }, t0 + ms(200)).is_empty());
+    assert!(
+        m.step(Event::Health { healthy: true }, t0 + ms(200))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -339,7 +347,10 @@ fn carrier_back_counts_only_after_the_buffer() {
     let back = t0 + ms(300);
     assert!(m.step(Event::Carrier { up: true }, back).is_empty());
     // A repeated "up" does not restart it.
-    assert!(m.step(Event::Carrier { up: true }, back + ms(500)).is_empty());
+    assert!(
+        m.step(Event::Carrier { up: true }, back + ms(500))
+            .is_empty()
+    );
     assert!(m.step(Event::Deadline, back + buffer - ms(1)).is_empty());
     assert!(!m.carrier());
     assert_eq!(
