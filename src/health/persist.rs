@@ -10,10 +10,12 @@
 //! during the restart turns unhealthy at that success plus the buffer,
 //! exactly when a daemon that never restarted would have.
 //!
-//! Times are CLOCK_BOOTTIME (`/proc/uptime`), which neither a wall-clock
-//! step nor a suspend fools, and which only means something within one
-//! boot: the record carries the boot id, and a record from another boot is
-//! ignored.
+//! Times are CLOCK_BOOTTIME, which neither a wall-clock step nor a suspend
+//! fools, and which only means something within one boot: the record
+//! carries the boot id, and a record from another boot is ignored. Where
+//! `/proc/sys` is hidden (the shipped unit's `ProcSubset=pid`) the boot id
+//! is unknown; then a record written at a later boot time than now is
+//! ignored, and the default `run_dir` is a tmpfs that a reboot empties.
 
 use std::fs;
 use std::io::Write;
@@ -35,14 +37,14 @@ pub const HEALTH_FILE: &str = "health.json";
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
-const UPTIME: &str = "/proc/uptime";
 
 /// What the file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
     /// The stable health.
     pub healthy: bool,
-    /// `/proc/sys/kernel/random/boot_id` of the boot that wrote it.
+    /// `/proc/sys/kernel/random/boot_id` of the boot that wrote it; empty
+    /// when it could not be read.
     pub boot_id: String,
     /// CLOCK_BOOTTIME in ms: when healthy, of the last successful probe;
     /// when unhealthy, of the flip.
@@ -52,7 +54,8 @@ struct Record {
 /// Whether a daemon starting at boot time `now` may resume healthy from
 /// `record`: returns how long ago the last success was, if so.
 fn resumable(record: &Record, boot_id: &str, now: Duration, buffer: Duration) -> Option<Duration> {
-    if !record.healthy || record.boot_id != boot_id {
+    let known = !record.boot_id.is_empty() && !boot_id.is_empty();
+    if !record.healthy || (known && record.boot_id != boot_id) {
         return None;
     }
     let age = now.checked_sub(Duration::from_millis(record.boottime_ms))?;
@@ -78,8 +81,8 @@ fn due(last: Option<(bool, Instant)>, report: &HealthReport, now: Instant) -> bo
 #[derive(Debug)]
 pub struct HealthFile {
     path: PathBuf,
-    /// `None`: this kernel has no boot id; nothing is kept or resumed.
-    boot_id: Option<String>,
+    /// Empty when `/proc/sys` is not readable.
+    boot_id: String,
     last: Option<(bool, Instant)>,
 }
 
@@ -87,9 +90,8 @@ impl HealthFile {
     /// The record in `run_dir`.
     pub fn new(run_dir: &Path) -> Self {
         let boot_id = fs::read_to_string(BOOT_ID)
-            .ok()
             .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
+            .unwrap_or_default();
         Self {
             path: run_dir.join(HEALTH_FILE),
             boot_id,
@@ -101,7 +103,6 @@ impl HealthFile {
     /// (see [`StabilityFilter::resumed_since`]), if the record is from this
     /// boot, healthy and younger than `buffer`. Logs the decision.
     pub fn resume(&self, buffer: Duration) -> Option<Instant> {
-        let boot_id = self.boot_id.as_deref()?;
         let text = fs::read_to_string(&self.path).ok()?;
         let record: Record = match serde_json::from_str(&text) {
             Ok(r) => r,
@@ -111,7 +112,7 @@ impl HealthFile {
             }
         };
         let now = boottime()?;
-        let Some(age) = resumable(&record, boot_id, now, buffer) else {
+        let Some(age) = resumable(&record, &self.boot_id, now, buffer) else {
             tracing::info!(path = %self.path.display(), "the last health record is not recent and healthy; starting unhealthy (campaigning after the stability buffer)");
             return None;
         };
@@ -127,9 +128,6 @@ impl HealthFile {
     /// Writes `report` when [`due`]; a failure is logged, never fatal.
     pub fn record(&mut self, report: &HealthReport) {
         let now = Instant::now();
-        let Some(boot_id) = &self.boot_id else {
-            return;
-        };
         if !due(self.last, report, now) {
             return;
         }
@@ -140,7 +138,7 @@ impl HealthFile {
         let at = boottime.saturating_sub(now.saturating_duration_since(report.result.at));
         let record = Record {
             healthy: report.healthy,
-            boot_id: boot_id.clone(),
+            boot_id: self.boot_id.clone(),
             boottime_ms: at.as_millis() as u64,
         };
         match write_atomically(&self.path, &record) {
@@ -176,11 +174,10 @@ pub async fn monitor_recorded<P: Probe>(
     }
 }
 
-/// CLOCK_BOOTTIME, from the first field of `/proc/uptime` (10 ms resolution).
+/// CLOCK_BOOTTIME: a system call, since `ProcSubset=pid` hides `/proc/uptime`.
 fn boottime() -> Option<Duration> {
-    let text = fs::read_to_string(UPTIME).ok()?;
-    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Duration::try_from_secs_f64(secs).ok()
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(Duration::from(t))
 }
 
 /// Temp file and rename: a daemon killed mid-write leaves the old record.
@@ -237,6 +234,11 @@ mod tests {
         assert_eq!(resumable(&r, "boot-a", 99 * S, b), None, "from the future");
         let unhealthy = record(false, "boot-a", 100 * S);
         assert_eq!(resumable(&unhealthy, "boot-a", 100 * S, b), None);
+        // Without /proc/sys on either side, boot time alone decides.
+        assert_eq!(resumable(&r, "", 101 * S, b), Some(S));
+        let unknown = record(true, "", 100 * S);
+        assert_eq!(resumable(&unknown, "boot-b", 104 * S, b), Some(4 * S));
+        assert_eq!(resumable(&unknown, "boot-b", 50 * S, b), None, "a later boot");
     }
 
     #[tokio::test(start_paused = true)]
@@ -281,13 +283,13 @@ mod tests {
     async fn a_written_record_resumes_within_the_buffer_and_not_after_a_flip() {
         let dir = tempfile::tempdir().unwrap();
         let mut file = HealthFile::new(dir.path());
-        assert!(file.boot_id.is_some(), "this kernel has {BOOT_ID}");
+        assert!(!file.boot_id.is_empty(), "this kernel has {BOOT_ID}");
         assert_eq!(file.resume(5 * S), None, "no record yet");
         file.record(&report(true, true, Instant::now()));
         let text = fs::read_to_string(dir.path().join(HEALTH_FILE)).unwrap();
         let r: Record = serde_json::from_str(&text).unwrap();
         assert!(r.healthy);
-        assert_eq!(Some(&r.boot_id), file.boot_id.as_ref());
+        assert_eq!(r.boot_id, file.boot_id);
         let last_ok = HealthFile::new(dir.path()).resume(5 * S).expect("resumes");
         assert!(last_ok <= Instant::now());
         assert!(
