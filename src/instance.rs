@@ -15,9 +15,12 @@
 //! entry changes nothing for the holder. The pid written into the file is
 //! only for the message.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 /// Name of the lock file inside `run_dir`.
 pub const LOCK_FILE: &str = "ha-vip.lock";
@@ -62,7 +65,7 @@ pub enum InstanceError {
 #[derive(Debug)]
 pub struct InstanceLock {
     /// Kept open: the lock lives as long as this descriptor.
-    _file: File,
+    _file: Flock<File>,
     path: PathBuf,
 }
 
@@ -78,23 +81,28 @@ impl InstanceLock {
         };
         std::fs::create_dir_all(run_dir).map_err(open_err)?;
         // Not truncated on open: the holder's pid must survive our attempt.
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(open_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
                 return Err(InstanceError::Held {
                     pid: read_pid(&mut file),
                     path,
                 });
             }
-            Err(TryLockError::Error(source)) => return Err(InstanceError::Lock { path, source }),
-        }
+            Err((_, errno)) => {
+                return Err(InstanceError::Lock {
+                    path,
+                    source: errno.into(),
+                });
+            }
+        };
         // Best effort: the pid is only for the message of a second instance.
         let pid = std::process::id();
         let _ = file

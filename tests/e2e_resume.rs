@@ -77,7 +77,6 @@ async fn serial_e2e_a_restarted_standby_takes_over_without_waiting_the_buffer() 
     restart(&mut nodes[other]);
     // Up and probing again, well within its 10 s buffer.
     std::thread::sleep(Duration::from_secs(2));
-    let t = Instant::now();
     nodes[first].signal(Signal::SIGTERM);
     let took = wait_for(
         "the restarted standby takes over",

@@ -238,7 +238,11 @@ mod tests {
         assert_eq!(resumable(&r, "", 101 * S, b), Some(S));
         let unknown = record(true, "", 100 * S);
         assert_eq!(resumable(&unknown, "boot-b", 104 * S, b), Some(4 * S));
-        assert_eq!(resumable(&unknown, "boot-b", 50 * S, b), None, "a later boot");
+        assert_eq!(
+            resumable(&unknown, "boot-b", 50 * S, b),
+            None,
+            "a later boot"
+        );
     }
 
     #[tokio::test(start_paused = true)]
