@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod hardening;
 pub mod health;
+pub mod instance;
 pub mod kube;
 pub mod lease;
 pub mod logging;

@@ -14,6 +14,9 @@
 //!   last renew, which it cannot see before it was sent; with
 //!   `lease_duration > renew_deadline + fence latency` the two never overlap.
 //! * Whenever the VIPs must go, removing them is the first action returned.
+//! * A node whose VIP interface has no carrier serves nobody: losing it makes
+//!   the holder remove its VIPs and release at once, and a carrier that comes
+//!   back counts only after the stability buffer, like a probe result.
 
 use std::time::Duration;
 
@@ -48,6 +51,12 @@ pub enum Event {
     VipFailed,
     /// SIGTERM or SIGINT: hand over and stop.
     Shutdown,
+    /// The VIP interface lost its carrier or vanished (`up: false`), or is
+    /// up with a carrier again (`up: true`).
+    Carrier {
+        /// Carrier present (and the link administratively up).
+        up: bool,
+    },
 }
 
 /// Something the daemon must do, in the order returned.
@@ -90,6 +99,12 @@ pub struct Machine {
     retry_at: Option<Instant>,
     /// The last campaign wish sent to the elector.
     campaigning: bool,
+    /// Whether the VIP interface has had a carrier for the buffer.
+    carrier: bool,
+    /// After the carrier came back: it counts from this instant on.
+    carrier_back_at: Option<Instant>,
+    /// How long a carrier that came back must stay before it counts.
+    carrier_buffer: Duration,
 }
 
 /// How long a node whose VIP could not be added stays out of the election.
@@ -107,7 +122,23 @@ impl Machine {
             vips_set: false,
             retry_at: None,
             campaigning: false,
+            carrier: true,
+            carrier_back_at: None,
+            carrier_buffer: Duration::ZERO,
         }
+    }
+
+    /// The same machine, whose VIP interface's carrier counts again only
+    /// after it has been back for `buffer` (the health stability buffer: a
+    /// flapping link must not flap the VIP).
+    pub fn with_carrier_buffer(mut self, buffer: Duration) -> Self {
+        self.carrier_buffer = buffer;
+        self
+    }
+
+    /// Whether the VIP interface counts as having a carrier.
+    pub fn carrier(&self) -> bool {
+        self.carrier
     }
 
     /// Current role.
@@ -137,10 +168,10 @@ impl Machine {
 
     /// When the daemon must deliver [`Event::Deadline`], if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.fence, self.retry_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.fence, self.retry_at, self.carrier_back_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The kernel lifetime a VIP added at `now` may have: the whole seconds
@@ -163,7 +194,7 @@ impl Machine {
             Event::Health { healthy } => {
                 self.healthy = healthy;
                 if healthy {
-                    if self.role == Role::Follower && self.retry_at.is_none() {
+                    if self.role == Role::Follower && self.retry_at.is_none() && self.carrier {
                         self.campaign(true, &mut out);
                     }
                 } else {
@@ -186,9 +217,26 @@ impl Machine {
             Event::Deadline => {
                 if self.retry_at.is_some_and(|r| now >= r) {
                     self.retry_at = None;
-                    if self.healthy && self.role == Role::Follower {
+                    if self.healthy && self.carrier && self.role == Role::Follower {
                         self.campaign(true, &mut out);
                     }
+                }
+                self.carrier_settled(now, &mut out);
+            }
+            Event::Carrier { up: false } => {
+                self.carrier = false;
+                self.carrier_back_at = None;
+                if self.role == Role::Leader {
+                    self.lose(Reason::CarrierLost, &mut out);
+                }
+                if self.role != Role::Stopping {
+                    self.campaign(false, &mut out);
+                }
+            }
+            Event::Carrier { up: true } => {
+                if !self.carrier && self.carrier_back_at.is_none() {
+                    self.carrier_back_at = Some(now + self.carrier_buffer);
+                    self.carrier_settled(now, &mut out);
                 }
             }
             Event::VipFailed => {
@@ -206,6 +254,7 @@ impl Machine {
                     }
                     self.fence = None;
                     self.retry_at = None;
+                    self.carrier_back_at = None;
                     self.transition(Role::Stopping, Reason::Shutdown, &mut out);
                     self.campaign(false, &mut out);
                 }
@@ -238,6 +287,18 @@ impl Machine {
             }
             // Too late to use; the next renew decides.
             Role::Follower => {}
+        }
+    }
+
+    /// A carrier back for the whole buffer counts again: campaign if
+    /// nothing else holds us back.
+    fn carrier_settled(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.carrier_back_at.is_some_and(|t| now >= t) {
+            self.carrier_back_at = None;
+            self.carrier = true;
+            if self.healthy && self.role == Role::Follower && self.retry_at.is_none() {
+                self.campaign(true, out);
+            }
         }
     }
 

@@ -63,6 +63,8 @@ pub enum TransitionReason {
     VipFailed,
     /// SIGTERM / SIGINT: graceful shutdown.
     Shutdown,
+    /// The VIP interface lost its carrier or vanished; the lease was given up.
+    CarrierLost,
 }
 
 impl TransitionReason {
@@ -76,6 +78,7 @@ impl TransitionReason {
             Self::LeaseLost => "lease_lost",
             Self::VipFailed => "vip_failed",
             Self::Shutdown => "shutdown",
+            Self::CarrierLost => "carrier_lost",
         }
     }
 
@@ -89,6 +92,7 @@ impl TransitionReason {
             Self::LeaseLost => "lease held by another node",
             Self::VipFailed => "VIP could not be held on the interface",
             Self::Shutdown => "shutting down",
+            Self::CarrierLost => "VIP interface lost carrier",
         }
     }
 }

@@ -158,6 +158,9 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
     let other = 1 - holder_i;
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
     let ns = &lab.nodes[holder_i];
+    // Frozen while the link goes down and is renamed: awake, it would react
+    // to the carrier loss and remove the VIP before the rename.
+    nodes[holder_i].signal(Signal::SIGSTOP);
     for args in [
         ["link", "set", "eth0", "down"],
         ["link", "set", "eth0", "name"],
@@ -170,6 +173,7 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
         }
         common::lab::ip(&cmd);
     }
+    nodes[holder_i].signal(Signal::SIGCONT);
     let t = Instant::now();
     wait_for("takeover by the standby", Duration::from_secs(20), || {
         lab.has_vip(other)

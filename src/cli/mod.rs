@@ -94,6 +94,9 @@ pub enum CliError {
         /// The daemon's pid.
         pid: u32,
     },
+    /// The single-instance lock is held by another process, or unusable.
+    #[error(transparent)]
+    Instance(#[from] crate::instance::InstanceError),
     /// `release` could not remove the VIPs.
     #[error("release failed: {0}")]
     Release(String),
@@ -117,6 +120,7 @@ impl CliError {
             Self::Daemon(_)
             | Self::Runtime(_)
             | Self::DaemonRunning { .. }
+            | Self::Instance(_)
             | Self::Release(_)
             | Self::Status(_)
             | Self::Output(_) => exit::RUNTIME,

@@ -2,7 +2,7 @@
 
 use super::CliError;
 use crate::config::Config;
-use crate::observe;
+use crate::instance::{InstanceError, InstanceLock};
 use crate::vip::{self, NetlinkAddressTable};
 
 /// Removes this node's VIPs from `config.interface`, then gives up the Lease
@@ -11,9 +11,16 @@ use crate::vip::{self, NetlinkAddressTable};
 /// Refuses while the daemon runs: it would put the VIPs back, and releasing
 /// its lease under it could let a standby add the VIP before it notices.
 pub fn release(config: Config) -> Result<(), CliError> {
-    if let Some(pid) = observe::running_daemon(&config.status_file()) {
-        return Err(CliError::DaemonRunning { pid });
-    }
+    // The daemon's own lock, not its status file: a recycled pid cannot fake
+    // a running daemon, and a daemon that has not written its status yet
+    // still counts. Held while we work, so no daemon starts under us.
+    let _lock = match InstanceLock::acquire(&config.run_dir) {
+        Ok(lock) => lock,
+        Err(InstanceError::Held { pid: Some(pid), .. }) => {
+            return Err(CliError::DaemonRunning { pid });
+        }
+        Err(e) => return Err(e.into()),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

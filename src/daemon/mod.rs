@@ -92,7 +92,7 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
                 None => break Some("health monitor"),
             },
             ev = d.net_events.recv() => match ev {
-                Some(ev) => d.on_net(ev),
+                Some(ev) => d.on_net(ev).await,
                 None => break Some("netlink watcher"),
             },
             _ = sighup.recv() => d.reload(config_path).await,
@@ -230,16 +230,21 @@ impl Daemon {
         }
     }
 
-    fn on_net(&mut self, ev: NetEvent) {
-        // The guard repairs drift on its own; this is for the record.
+    async fn on_net(&mut self, ev: NetEvent) {
+        // The guard repairs drift on its own; the rest is for the record,
+        // except the carrier: a holder without one serves nobody.
         match ev {
             NetEvent::VipRemoved(vip) if self.machine.vips_set() => {
                 tracing::info!(%vip, interface = %self.cfg.interface, "VIP left the interface while held; the guard re-adds it");
             }
             NetEvent::LinkDown => {
-                tracing::warn!(interface = %self.cfg.interface, "link down");
+                tracing::warn!(interface = %self.cfg.interface, "VIP interface lost carrier (or is down or gone); not holding the VIP here until it is back for the stability buffer");
+                self.step(Event::Carrier { up: false }).await;
             }
-            NetEvent::LinkUp => tracing::info!(interface = %self.cfg.interface, "link up"),
+            NetEvent::LinkUp => {
+                tracing::info!(interface = %self.cfg.interface, "VIP interface has carrier again");
+                self.step(Event::Carrier { up: true }).await;
+            }
             NetEvent::Overrun => {
                 tracing::warn!(interface = %self.cfg.interface, "netlink notifications overran; re-reading the interface");
             }

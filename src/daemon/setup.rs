@@ -153,6 +153,27 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let announcer = Arc::new(RawAnnouncer::new(&cfg.interface, schedule)?);
     let watcher = Watcher::start(&cfg.interface, &cfg.vips).await?;
+    let mut machine =
+        Machine::new(cfg.lease.renew_deadline).with_carrier_buffer(cfg.health.stability_buffer);
+    if watcher.link_up() != Some(true) {
+        tracing::warn!(
+            interface = %cfg.interface,
+            "the VIP interface is missing, down or without carrier; not campaigning until it has one"
+        );
+        // Nothing to undo: the elector starts without campaigning.
+        let _ = machine.step(crate::machine::Event::Carrier { up: false }, Instant::now());
+    }
+    // Restarted within the stability buffer (a package upgrade): resume
+    // healthy instead of waiting a whole buffer to campaign again.
+    let health_file = health::HealthFile::new(&cfg.run_dir);
+    let resumed = health_file.resume(cfg.health.stability_buffer);
+    if resumed.is_some() {
+        // Its only action, Campaign, is what the elector starts with below.
+        let _ = machine.step(
+            crate::machine::Event::Health { healthy: true },
+            Instant::now(),
+        );
+    }
     let watched = watcher.watched();
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
 
@@ -165,13 +186,18 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         None => None,
     };
 
-    let control = spawn_control(&cfg, &metrics, false)?;
-    let (health, health_reports) = spawn_health(&cfg, control.creds.as_ref(), false)?;
+    metrics.set_healthy(machine.healthy());
+    let control = spawn_control(&cfg, &metrics, machine.campaigning())?;
+    let filter = match resumed {
+        Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
+        None => StabilityFilter::new(cfg.health.stability_buffer),
+    };
+    let (health, health_reports) = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
 
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
     Ok(Daemon {
-        machine: Machine::new(cfg.lease.renew_deadline),
+        machine,
         parts: Parts {
             table,
             announcer,
@@ -261,10 +287,27 @@ pub(crate) fn spawn_health(
     creds: Option<&Credentials>,
     healthy: bool,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
+    let filter = StabilityFilter::resumed(cfg.health.stability_buffer, healthy);
+    spawn_filtered(cfg, creds, filter)
+}
+
+/// Starts the health monitor with `filter`, recording the stable health in
+/// `run_dir` for a restart to resume from.
+fn spawn_filtered(
+    cfg: &Config,
+    creds: Option<&Credentials>,
+    filter: StabilityFilter,
+) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
     let probe = HttpProbe::new(&cfg.health, creds)?;
     let (tx, reports) = mpsc::channel(16);
-    let filter = StabilityFilter::resumed(cfg.health.stability_buffer, healthy);
-    let task = tokio::spawn(health::monitor(probe, cfg.health.interval, filter, tx));
+    let file = health::HealthFile::new(&cfg.run_dir);
+    let task = tokio::spawn(health::monitor_recorded(
+        probe,
+        cfg.health.interval,
+        filter,
+        file,
+        tx,
+    ));
     Ok((task, reports))
 }
 

@@ -4,6 +4,7 @@
 
 mod fake;
 mod http;
+mod persist;
 mod stability;
 
 use std::future::Future;
@@ -13,6 +14,7 @@ use tokio::time::{Duration, Instant, MissedTickBehavior};
 
 pub use fake::FakeProbe;
 pub use http::HttpProbe;
+pub use persist::{HEALTH_FILE, HEARTBEAT, HealthFile, monitor_recorded};
 pub use stability::StabilityFilter;
 
 use crate::kube::KubeError;

@@ -15,6 +15,10 @@ pub struct StabilityFilter {
     healthy: bool,
     /// First observation of the current run of results opposite to `healthy`.
     opposite_since: Option<Instant>,
+    /// After a restart: the last success before it. If the first result
+    /// fails, the failures count from here, as if every probe in the gap
+    /// had failed.
+    unobserved_since: Option<Instant>,
 }
 
 impl StabilityFilter {
@@ -24,6 +28,7 @@ impl StabilityFilter {
             buffer,
             healthy: false,
             opposite_since: None,
+            unobserved_since: None,
         }
     }
 
@@ -34,16 +39,31 @@ impl StabilityFilter {
             buffer,
             healthy,
             opposite_since: None,
+            unobserved_since: None,
+        }
+    }
+
+    /// A filter that resumes healthy after a restart, the last successful
+    /// probe having been at `last_ok`: it flips to unhealthy no later than
+    /// a filter that had been running (and failing) all along would have,
+    /// at `last_ok + buffer`.
+    pub fn resumed_since(buffer: Duration, last_ok: Instant) -> Self {
+        Self {
+            buffer,
+            healthy: true,
+            opposite_since: None,
+            unobserved_since: Some(last_ok),
         }
     }
 
     /// Feeds one raw result seen at `at`; returns the (possibly new) state.
     pub fn observe(&mut self, raw_healthy: bool, at: Instant) -> bool {
+        let gap = self.unobserved_since.take();
         if raw_healthy == self.healthy {
             self.opposite_since = None;
             return self.healthy;
         }
-        let since = *self.opposite_since.get_or_insert(at);
+        let since = *self.opposite_since.get_or_insert(gap.unwrap_or(at).min(at));
         if at.saturating_duration_since(since) >= self.buffer {
             self.healthy = raw_healthy;
             self.opposite_since = None;
@@ -103,6 +123,24 @@ mod tests {
         assert!(!f.observe(false, t + 4 * S));
         assert!(!f.observe(true, t + 5 * S));
         assert!(f.observe(true, t + 7 * S));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_filter_counts_the_restart_gap_as_failing() {
+        let t0 = Instant::now();
+        // Last success at t0, restarted at t0 + 3 s: still healthy.
+        let mut f = StabilityFilter::resumed_since(5 * S, t0);
+        assert!(f.is_healthy());
+        // The API server died meanwhile: unhealthy at t0 + 5 s, not 3 + 5.
+        assert!(f.observe(false, t0 + 3 * S));
+        assert_eq!(f.flips_at(), Some(t0 + 5 * S));
+        assert!(!f.observe(false, t0 + 5 * S));
+
+        // A success after the restart forgets the gap.
+        let mut f = StabilityFilter::resumed_since(5 * S, t0);
+        assert!(f.observe(true, t0 + 3 * S));
+        assert!(f.observe(false, t0 + 4 * S));
+        assert_eq!(f.flips_at(), Some(t0 + 9 * S));
     }
 
     #[tokio::test(start_paused = true)]

@@ -294,3 +294,104 @@ fn late_renew_after_own_deadline_takes_back_only_a_live_lease() {
     );
     assert_eq!(m.role(), Role::Follower);
 }
+
+#[test]
+fn carrier_loss_removes_vips_and_releases_at_once() {
+    let t0 = Instant::now();
+    let mut m = leader(t0).with_carrier_buffer(Duration::from_secs(3));
+    assert_eq!(
+        m.step(Event::Carrier { up: false }, t0 + ms(100)),
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::CarrierLost
+            },
+            Action::Campaign(false),
+        ]
+    );
+    assert!(!m.vips_set() && !m.carrier() && m.fence().is_none());
+    assert_eq!(m.next_deadline(), None);
+    // A write that was in flight is given back, health or not.
+    assert_eq!(
+        m.step(
+            Event::Renewed {
+                sent_at: t0 + ms(90)
+            },
+            t0 + ms(120)
+        ),
+        vec![Action::Campaign(false)]
+    );
+    assert_eq!(m.role(), Role::Follower);
+    assert!(
+        m.step(Event::Health { healthy: true }, t0 + ms(200))
+            .is_empty()
+    );
+}
+
+#[test]
+fn carrier_back_counts_only_after_the_buffer() {
+    let t0 = Instant::now();
+    let buffer = Duration::from_secs(3);
+    let mut m = healthy(t0).with_carrier_buffer(buffer);
+    assert_eq!(
+        m.step(Event::Carrier { up: false }, t0),
+        vec![Action::Campaign(false)]
+    );
+    // Back, but flapping: each loss restarts the count.
+    assert!(m.step(Event::Carrier { up: true }, t0 + ms(100)).is_empty());
+    assert_eq!(m.next_deadline(), Some(t0 + ms(100) + buffer));
+    m.step(Event::Carrier { up: false }, t0 + ms(200));
+    assert_eq!(m.next_deadline(), None);
+    let back = t0 + ms(300);
+    assert!(m.step(Event::Carrier { up: true }, back).is_empty());
+    // A repeated "up" does not restart it.
+    assert!(
+        m.step(Event::Carrier { up: true }, back + ms(500))
+            .is_empty()
+    );
+    assert!(m.step(Event::Deadline, back + buffer - ms(1)).is_empty());
+    assert!(!m.carrier());
+    assert_eq!(
+        m.step(Event::Deadline, back + buffer),
+        vec![Action::Campaign(true)]
+    );
+    assert!(m.carrier() && m.campaigning());
+    assert_eq!(m.next_deadline(), None);
+}
+
+#[test]
+fn an_unhealthy_node_whose_carrier_returns_does_not_campaign() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(R).with_carrier_buffer(ms(500));
+    m.step(Event::Carrier { up: false }, t0);
+    // Healthy without a carrier: no campaign.
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(10)),
+        Vec::new()
+    );
+    m.step(Event::Health { healthy: false }, t0 + ms(20));
+    m.step(Event::Carrier { up: true }, t0 + ms(30));
+    assert!(m.step(Event::Deadline, t0 + ms(530)).is_empty());
+    assert!(m.carrier());
+    // Health back with the carrier back: campaign.
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(600)),
+        vec![Action::Campaign(true)]
+    );
+}
+
+#[test]
+fn a_zero_buffer_carrier_counts_at_once_and_shutdown_ignores_it() {
+    let t0 = Instant::now();
+    let mut m = healthy(t0);
+    m.step(Event::Carrier { up: false }, t0);
+    assert_eq!(
+        m.step(Event::Carrier { up: true }, t0 + ms(1)),
+        vec![Action::Campaign(true)]
+    );
+    m.step(Event::Shutdown, t0 + ms(2));
+    assert!(m.step(Event::Carrier { up: false }, t0 + ms(3)).is_empty());
+    assert_eq!(m.role(), Role::Stopping);
+}

@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, CacheInfo,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::link::LinkAttribute;
 use rtnetlink::{AddressMessageBuilder, Handle};
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ pub(crate) struct LinkInfo {
     pub(crate) index: u32,
     /// Ethernet address, if the link has a 6-byte one.
     pub(crate) mac: Option<[u8; 6]>,
-    /// Administratively up and carrier present.
+    /// Able to carry the VIP: up, carrier, not dormant (`watch::carrier`).
     pub(crate) up: bool,
 }
 
@@ -55,7 +55,7 @@ pub(crate) async fn lookup_link(handle: &Handle, name: &str) -> Result<LinkInfo,
             Ok(LinkInfo {
                 index: msg.header.index,
                 mac,
-                up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+                up: super::watch::carrier(flags),
             })
         }
         Ok(None) => Err(Cause::NoInterface(name.to_owned())),

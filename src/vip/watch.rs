@@ -20,12 +20,26 @@ use crate::config::Vip;
 pub enum NetEvent {
     /// A watched VIP left the interface: removed by someone, or expired.
     VipRemoved(Vip),
-    /// The link lost its carrier, was set down or was deleted.
+    /// The interface can no longer carry the VIP: it lost its carrier
+    /// (`IFF_LOWER_UP` cleared), went dormant (`IFF_DORMANT`, e.g. 802.1X
+    /// not authorised), was set down (`IFF_UP` cleared), was deleted, or was
+    /// renamed so that no link of the configured name is left.
     LinkDown,
-    /// The link is administratively up and has a carrier again.
+    /// The interface is administratively up, has a carrier and is not dormant again.
     LinkUp,
     /// Notifications were lost (ENOBUFS): re-read the addresses.
     Overrun,
+}
+
+/// Whether a link with these flags can carry the VIP: administratively up
+/// (`IFF_UP`), carrier (`IFF_LOWER_UP`, which a VLAN or macvlan inherits
+/// from its lower device) and not dormant. `IFF_RUNNING` says nearly the
+/// same but is the RFC 2863 operstate, which the kernel updates after the
+/// carrier bit, so a notification in between could show a stale value.
+pub(crate) fn carrier(flags: LinkFlags) -> bool {
+    flags.contains(LinkFlags::Up)
+        && flags.contains(LinkFlags::LowerUp)
+        && !flags.contains(LinkFlags::Dormant)
 }
 
 /// The VIPs a [`Watcher`] reports removals of; the daemon updates it when
@@ -80,11 +94,7 @@ impl Tracker {
     }
 
     fn is_ours(&self, link: &LinkMessage) -> bool {
-        Some(link.header.index) == self.index
-            || link
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::IfName(n) if *n == self.interface))
+        Some(link.header.index) == self.index || link_name(link) == Some(self.interface.as_str())
     }
 
     /// The event `msg` means for the watched interface, if any.
@@ -97,9 +107,18 @@ impl Tracker {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link))
                 if self.is_ours(link) =>
             {
-                self.index = Some(link.header.index);
-                let f = link.header.flags;
-                self.set_up(f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp))
+                match link_name(link) {
+                    // Renamed away: the VIPs are set on the interface by
+                    // name, so for us it has vanished.
+                    Some(name) if name != self.interface => {
+                        self.index = None;
+                        self.set_up(false)
+                    }
+                    _ => {
+                        self.index = Some(link.header.index);
+                        self.set_up(carrier(link.header.flags))
+                    }
+                }
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link))
                 if self.is_ours(link) =>
@@ -117,6 +136,13 @@ impl Tracker {
             _ => None,
         }
     }
+}
+
+fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
 }
 
 /// A subscription to address and link changes of one interface.
@@ -177,7 +203,8 @@ impl Watcher {
         self.tracker.vips.clone()
     }
 
-    /// Whether the link was up at the last notification (`None`: no such link yet).
+    /// Whether the link could carry the VIP at the last notification
+    /// ([`carrier`]; `None`: no such link yet).
     pub fn link_up(&self) -> Option<bool> {
         self.tracker.up
     }
@@ -227,5 +254,76 @@ impl NetEvents for tokio::sync::mpsc::UnboundedReceiver<NetEvent> {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.driver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn newlink(index: u32, name: &str, flags: LinkFlags) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut l = LinkMessage::default();
+        l.header.index = index;
+        l.header.flags = flags;
+        l.attributes.push(LinkAttribute::IfName(name.into()));
+        NetlinkMessage::from(RouteNetlinkMessage::NewLink(l))
+    }
+
+    fn dellink(index: u32, name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+        let mut l = LinkMessage::default();
+        l.header.index = index;
+        l.attributes.push(LinkAttribute::IfName(name.into()));
+        NetlinkMessage::from(RouteNetlinkMessage::DelLink(l))
+    }
+
+    const UP: LinkFlags = LinkFlags::Up.union(LinkFlags::LowerUp);
+
+    #[test]
+    fn carrier_needs_admin_up_lower_up_and_not_dormant() {
+        assert!(carrier(UP));
+        assert!(carrier(UP | LinkFlags::Running | LinkFlags::Broadcast));
+        assert!(!carrier(LinkFlags::Up), "no carrier");
+        assert!(!carrier(LinkFlags::LowerUp), "administratively down");
+        assert!(!carrier(UP | LinkFlags::Dormant), "dormant (802.1X)");
+    }
+
+    #[test]
+    fn carrier_loss_dormancy_deletion_and_rename_are_link_down() {
+        let mut t = Tracker::new("eth0", &[], Some(7), Some(true));
+        assert_eq!(
+            t.on_message(&newlink(7, "eth0", LinkFlags::Up)),
+            Some(NetEvent::LinkDown)
+        );
+        assert_eq!(
+            t.on_message(&newlink(7, "eth0", UP)),
+            Some(NetEvent::LinkUp)
+        );
+        assert_eq!(
+            t.on_message(&newlink(7, "eth0", UP | LinkFlags::Dormant)),
+            Some(NetEvent::LinkDown)
+        );
+        assert_eq!(
+            t.on_message(&newlink(7, "eth0", UP)),
+            Some(NetEvent::LinkUp)
+        );
+        // Renamed away (it must be down to be renamed; say it was not, as
+        // some drivers allow): the name is gone, so is the interface.
+        assert_eq!(
+            t.on_message(&newlink(7, "eth9", UP)),
+            Some(NetEvent::LinkDown)
+        );
+        assert_eq!(
+            t.on_message(&newlink(7, "eth9", UP)),
+            None,
+            "no longer ours"
+        );
+        assert_eq!(t.on_message(&dellink(7, "eth9")), None, "no longer ours");
+        // A link that takes the name is ours, with its own state.
+        assert_eq!(
+            t.on_message(&newlink(8, "eth0", UP)),
+            Some(NetEvent::LinkUp)
+        );
+        assert_eq!(t.on_message(&dellink(8, "eth0")), Some(NetEvent::LinkDown));
+        assert_eq!(t.index, None);
     }
 }
