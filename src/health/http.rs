@@ -41,8 +41,9 @@ impl HttpProbe {
     }
 
     /// A probe of `health.endpoint`. The CA is `health.ca_cert`, else the
-    /// one of `creds` (the k8s credential); the credential's token or client
-    /// certificate is sent if there is one.
+    /// one of `creds` (the k8s credential). The credential's token or client
+    /// certificate is sent only with `health.authenticate`: `/readyz` is
+    /// public, and a process that took the port must not collect it.
     pub fn new(health: &Health, creds: Option<&Credentials>) -> Result<Self, HealthError> {
         let bad = |reason: String| HealthError::InvalidEndpoint {
             url: health.endpoint.clone(),
@@ -82,7 +83,9 @@ impl HttpProbe {
             ca_origin: &ca_origin,
             server_name: &health.tls_server_name,
             insecure: health.insecure_skip_tls_verify,
-            identity: creds.and_then(|c| c.identity.clone()),
+            identity: creds
+                .filter(|_| health.authenticate)
+                .and_then(|c| c.identity.clone()),
         })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(config)
@@ -91,6 +94,9 @@ impl HttpProbe {
             // A fresh connection per probe: each probe proves the server
             // still accepts TCP and completes a TLS handshake.
             .pool_max_idle_per_host(0)
+            // A redirect would send the probe (and, with
+            // health.authenticate, the token) somewhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HealthError::Setup(crate::kube::KubeError::BuildClient(e.to_string())))?;
         Ok(Self {
@@ -99,7 +105,7 @@ impl HttpProbe {
             host,
             port,
             timeout: health.timeout,
-            creds: creds.cloned(),
+            creds: creds.filter(|_| health.authenticate).cloned(),
         })
     }
 
@@ -119,15 +125,24 @@ impl HttpProbe {
         let status = resp.status().as_u16();
         let body = resp.text().await.map_err(|e| transport_reason(&e))?;
         let path = self.url.path();
-        let who = self.creds.as_ref().map_or("no credential", |c| c.source());
+        let who = self
+            .creds
+            .as_ref()
+            .map_or("anonymous requests", |c| c.source());
         match status {
             200 if body.trim() == "ok" => Ok(()),
             200 => Err(format!("body {:?}", short(&body))),
+            401 if self.creds.is_none() => Err(format!(
+                "{path} 401: the API server refuses anonymous requests (--anonymous-auth=false); set health.authenticate: true to send the k8s credential"
+            )),
             401 => Err(format!(
                 "{path} 401: the API server rejected the credential from {who}"
             )),
             403 => Err(format!(
                 "{path} 403: the credential from {who} lacks RBAC get on nonResourceURLs [\"{path}\"] (system:public-info-viewer grants it to everyone by default; was that binding removed?)"
+            )),
+            300..=399 => Err(format!(
+                "{path} {status}: a redirect, not followed; health.endpoint must be the API server's own /readyz"
             )),
             _ => Err(format!("{path} {status}{}", failed_checks(&body))),
         }

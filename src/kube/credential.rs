@@ -26,6 +26,18 @@ pub(crate) enum Token {
 }
 
 impl Token {
+    /// Checks now that a token file is readable and not empty (for
+    /// `check-config`; the daemon reads it before each request).
+    pub(crate) fn check(&self) -> Result<(), KubeError> {
+        if let Self::File(path) = self {
+            let text = std::fs::read_to_string(path).map_err(|e| read_error("token file", path, &e))?;
+            if text.trim().is_empty() {
+                return Err(empty_token(path));
+            }
+        }
+        Ok(())
+    }
+
     /// The current token, `None` when there is none.
     pub(crate) async fn current(&self) -> Result<Option<String>, KubeError> {
         match self {
@@ -35,7 +47,11 @@ impl Token {
                 let text = tokio::fs::read_to_string(path)
                     .await
                     .map_err(|e| read_error("token file", path, &e))?;
-                Ok(Some(text.trim().to_string()))
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(empty_token(path));
+                }
+                Ok(Some(token.to_string()))
             }
         }
     }
@@ -98,9 +114,28 @@ impl Credentials {
         }
     }
 
+    /// Checks now what is otherwise read at each request: that a token file
+    /// holds a token.
+    pub fn check_token(&self) -> Result<(), KubeError> {
+        self.token.check()
+    }
+
+    /// What the client certificate says about itself, if there is one.
+    pub fn client_certificate(&self) -> Option<&super::CertInfo> {
+        self.identity.as_ref().map(|i| &i.info)
+    }
+
     /// Where the credential came from, e.g. `kubeconfig /etc/kubernetes/admin.conf (user kubernetes-admin)`.
     pub fn source(&self) -> &str {
         &self.source
+    }
+}
+
+fn empty_token(path: &Path) -> KubeError {
+    KubeError::ReadFile {
+        what: "token file".into(),
+        path: path.to_path_buf(),
+        reason: "the file is empty; expected the bearer token on one line".into(),
     }
 }
 
@@ -186,12 +221,19 @@ struct User {
 pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
     let bad = |reason: String| KubeError::Kubeconfig {
         path: path.to_path_buf(),
+        at: String::new(),
         reason,
     };
     let bytes = read_file("kubeconfig", path)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
-    let kc: Kubeconfig =
-        serde_saphyr::from_str(&text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text; expected a YAML kubeconfig".into()))?;
+    let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
+        let (at, reason) = yaml_error(&e);
+        KubeError::Kubeconfig {
+            path: path.to_path_buf(),
+            at,
+            reason,
+        }
+    })?;
     let base = path.parent().unwrap_or(Path::new("/"));
     // Relative paths in a kubeconfig are relative to the kubeconfig's directory.
     let resolve = |p: &Path| {
@@ -315,6 +357,57 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
     })
 }
 
+/// A YAML error of a credential file as `(":LINE:COLUMN", sentence)`.
+///
+/// Never the parser's default text: that carries a snippet of the lines
+/// around the error, and in a kubeconfig those lines hold tokens and keys.
+/// The sentence says what to change in the file, not which library call to
+/// make.
+fn yaml_error(e: &serde_saphyr::Error) -> (String, String) {
+    let e = e.without_snippet();
+    let at = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| format!(":{}:{}", l.line(), l.column().max(1)))
+        .unwrap_or_default();
+    if matches!(e, serde_saphyr::Error::MultipleDocuments { .. }) {
+        return (
+            at,
+            "a second YAML document (after a --- line) starts here; expected one kubeconfig document: remove the --- line and what follows, or split the file".into(),
+        );
+    }
+    let raw = e.to_string();
+    let first = raw.lines().next().unwrap_or("invalid YAML");
+    let msg = first.find(" at line ").map_or(first, |i| &first[..i]);
+    let msg = if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        format!("{key} is set twice in the same section; expected each key once: delete one of them")
+    } else if msg.contains("mapping start") && at == ":1:1" {
+        "the file is not a YAML mapping of keys; expected a kubeconfig as kubectl writes it (apiVersion: v1, kind: Config, clusters, contexts, users)".into()
+    } else {
+        format!("{msg}; expected a kubeconfig as kubectl writes it (apiVersion: v1, kind: Config, clusters, contexts, users)")
+    };
+    (at, redact_quoted(&msg))
+}
+
+/// Replaces every double-quoted part of a parser message: serde quotes the
+/// offending value (`invalid type: string "..."`), which may be a secret.
+pub(crate) fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut parts = msg.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        if i % 2 == 0 {
+            out.push_str("\"<value withheld>\"");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +471,27 @@ mod tests {
         assert!(
             e.contains("neither a client certificate nor a token"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn yaml_errors_quote_nothing_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kc = write(
+            dir.path(),
+            "kc.yaml",
+            "current-context: x\nusers:\n- name: u\n  user:\n    token: SEKRET-ONE\n    token: SEKRET-TWO\n",
+        );
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(!e.contains("SEKRET"), "{e}");
+        assert!(e.contains("kc.yaml:6:5: token is set twice"), "{e}");
+        let kc = write(dir.path(), "kc2.yaml", "users: []\n---\nusers: []\n");
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(e.contains("kc2.yaml:3:1: a second YAML document"), "{e}");
+        assert!(!e.contains("from_str_multiple"), "{e}");
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "SEKRET", expected x"#),
+            r#"invalid type: string "<value withheld>", expected x"#
         );
     }
 

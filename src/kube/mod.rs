@@ -8,6 +8,7 @@
 mod credential;
 mod error;
 pub(crate) mod tls;
+mod x509;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +17,10 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use credential::read_file;
+pub(crate) use credential::{read_file, redact_quoted};
 pub use credential::{Credentials, IN_CLUSTER_DIR};
 pub use error::{KubeError, Operation};
+pub use x509::CertInfo;
 
 use crate::config::{Config, K8s};
 
@@ -319,6 +321,9 @@ pub(crate) fn http_client(
         .connect_timeout(connect_timeout)
         .tcp_keepalive(Duration::from_secs(5))
         .tcp_nodelay(true)
+        // Never follow a redirect: it would carry the request, and reqwest
+        // keeps the bearer token on a redirect to the same host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| KubeError::BuildClient(error_chain(&e)))
 }
