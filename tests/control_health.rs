@@ -219,7 +219,10 @@ async fn the_probe_is_anonymous_by_default() {
         .await;
     assert!(r.healthy, "{r:?}");
     let head = s.heads.recv().await.unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("client-certificate: none\r\nget /readyz http/1.1"), "{head}");
+    assert!(
+        head.starts_with("client-certificate: none\r\nget /readyz http/1.1"),
+        "{head}"
+    );
     assert!(!head.contains("authorization"), "{head}");
     // An API server that refuses anonymous requests says what to set.
     let s = stub(Some(http("401 Unauthorized", ""))).await;
@@ -227,7 +230,11 @@ async fn the_probe_is_anonymous_by_default() {
         .probe_with(Duration::from_secs(1), Some(&creds), false)
         .probe()
         .await;
-    assert!(r.reason.contains("set health.authenticate: true"), "{}", r.reason);
+    assert!(
+        r.reason.contains("set health.authenticate: true"),
+        "{}",
+        r.reason
+    );
 }
 
 #[tokio::test]
@@ -239,8 +246,22 @@ async fn authenticate_sends_the_token_and_the_client_certificate() {
     assert!(r.healthy, "{r:?}");
     assert_eq!(r.reason, "ok");
     let head = s.heads.recv().await.unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("client-certificate: presented\r\nget /readyz http/1.1"), "{head}");
-    assert!(head.contains("authorization: bearer sekret-from-kubeconfig"), "{head}");
+    assert!(
+        head.starts_with("client-certificate: presented\r\nget /readyz http/1.1"),
+        "{head}"
+    );
+    assert!(
+        head.contains("authorization: bearer sekret-from-kubeconfig"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_1_mib_is_not_read() {
+    let s = stub(Some(http("200 OK", &"x".repeat(2 << 20)))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert!(!r.healthy);
+    assert!(r.reason.contains("larger than 1 MiB"), "{}", r.reason);
 }
 
 #[tokio::test]
@@ -256,7 +277,11 @@ async fn a_redirect_is_not_followed() {
         .probe()
         .await;
     assert!(!r.healthy, "{r:?}");
-    assert!(r.reason.contains("302") && r.reason.contains("not followed"), "{}", r.reason);
+    assert!(
+        r.reason.contains("302") && r.reason.contains("not followed"),
+        "{}",
+        r.reason
+    );
     assert!(s.heads.recv().await.is_some());
     let followed = tokio::time::timeout(Duration::from_millis(500), target.heads.recv()).await;
     assert!(followed.is_err(), "the redirect was followed: {followed:?}");

@@ -45,7 +45,12 @@ fn file_problems(c: &Config) -> Vec<String> {
     };
     let mut problems = Vec::new();
     let mut creds = None;
-    let k8s_files = ["k8s.kubeconfig", "k8s.token_file", "k8s.in_cluster", "k8s.ca_cert"];
+    let k8s_files = [
+        "k8s.kubeconfig",
+        "k8s.token_file",
+        "k8s.in_cluster",
+        "k8s.ca_cert",
+    ];
     if c.k8s.enabled && k8s_files.iter().all(|k| exists(k)) {
         let key = credential_key(&c.k8s.credential);
         match Credentials::load(&c.k8s) {
@@ -222,14 +227,29 @@ mod tests {
         ));
         assert_eq!(r.expect_err("bad").exit_code(), 78);
         assert_eq!(out, "");
-        assert!(warn.contains(&format!("k8s.token_file: failed to read token file {}: the file is empty", token.display())), "{warn}");
-        assert!(warn.contains(&format!("invalid CA bundle {}: no CERTIFICATE block found", ca.display())), "{warn}");
+        assert!(
+            warn.contains(&format!(
+                "k8s.token_file: failed to read token file {}: the file is empty",
+                token.display()
+            )),
+            "{warn}"
+        );
+        assert!(
+            warn.contains(&format!(
+                "invalid CA bundle {}: no CERTIFICATE block found",
+                ca.display()
+            )),
+            "{warn}"
+        );
         // A file that is no kubeconfig at all.
         let (r, _, warn) = check(
             "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/hosts\n",
         );
         assert_eq!(r.expect_err("bad").exit_code(), 78);
-        assert!(warn.contains("k8s.kubeconfig: kubeconfig /etc/hosts:"), "{warn}");
+        assert!(
+            warn.contains("k8s.kubeconfig: kubeconfig /etc/hosts:"),
+            "{warn}"
+        );
     }
 
     #[test]

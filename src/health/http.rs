@@ -8,7 +8,9 @@ use tokio::time::Instant;
 use super::{HealthError, Probe, ProbeResult};
 use crate::config::Health;
 use crate::kube::tls::{self, TlsSettings};
-use crate::kube::{Credentials, find_io_error, find_rustls_error, io_reason, read_file};
+use crate::kube::{
+    Credentials, MAX_BODY, find_io_error, find_rustls_error, io_reason, read_capped, read_file,
+};
 
 /// Probes the local API server's readiness endpoint.
 pub struct HttpProbe {
@@ -121,9 +123,19 @@ impl HttpProbe {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let resp = req.send().await.map_err(|e| transport_reason(&e))?;
+        let mut resp = req.send().await.map_err(|e| transport_reason(&e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport_reason(&e))?;
+        let body = read_capped(&mut resp, MAX_BODY)
+            .await
+            .map_err(|e| transport_reason(&e))?
+            .map_err(|_| {
+                format!(
+                    "{} {status}: answer larger than {} MiB, not read (is health.endpoint a kube-apiserver?)",
+                    self.url.path(),
+                    MAX_BODY >> 20
+                )
+            })?;
+        let body = String::from_utf8_lossy(&body);
         let path = self.url.path();
         let who = self
             .creds

@@ -30,7 +30,8 @@ impl Token {
     /// `check-config`; the daemon reads it before each request).
     pub(crate) fn check(&self) -> Result<(), KubeError> {
         if let Self::File(path) = self {
-            let text = std::fs::read_to_string(path).map_err(|e| read_error("token file", path, &e))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| read_error("token file", path, &e))?;
             if text.trim().is_empty() {
                 return Err(empty_token(path));
             }
@@ -225,7 +226,8 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
         reason,
     };
     let bytes = read_file("kubeconfig", path)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text; expected a YAML kubeconfig".into()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad("not UTF-8 text; expected a YAML kubeconfig".into()))?;
     let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
         let (at, reason) = yaml_error(&e);
         KubeError::Kubeconfig {
@@ -381,11 +383,15 @@ fn yaml_error(e: &serde_saphyr::Error) -> (String, String) {
     let msg = first.find(" at line ").map_or(first, |i| &first[..i]);
     let msg = if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
         let key = rest.split(',').next().unwrap_or(rest).trim();
-        format!("{key} is set twice in the same section; expected each key once: delete one of them")
+        format!(
+            "{key} is set twice in the same section; expected each key once: delete one of them"
+        )
     } else if msg.contains("mapping start") && at == ":1:1" {
         "the file is not a YAML mapping of keys; expected a kubeconfig as kubectl writes it (apiVersion: v1, kind: Config, clusters, contexts, users)".into()
     } else {
-        format!("{msg}; expected a kubeconfig as kubectl writes it (apiVersion: v1, kind: Config, clusters, contexts, users)")
+        format!(
+            "{msg}; expected a kubeconfig as kubectl writes it (apiVersion: v1, kind: Config, clusters, contexts, users)"
+        )
     };
     (at, redact_quoted(&msg))
 }

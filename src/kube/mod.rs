@@ -17,12 +17,37 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use credential::{read_file, redact_quoted};
 pub use credential::{Credentials, IN_CLUSTER_DIR};
+pub(crate) use credential::{read_file, redact_quoted};
 pub use error::{KubeError, Operation};
 pub use x509::CertInfo;
 
 use crate::config::{Config, K8s};
+
+/// Largest answer, error answer, probe answer or watch line read from the
+/// network: a Lease is under 1 KiB, a /readyz answer a few KiB, so 1 MiB is
+/// plenty, and a broken or hostile server cannot grow our memory past it.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Reads the body of `resp`, at most `cap` bytes. `Ok(Err(n))` when it is
+/// longer: `n` bytes were read and the rest is left unread (the connection
+/// is dropped with the response).
+pub(crate) async fn read_capped(
+    resp: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Result<Vec<u8>, usize>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(Err(0));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok(Err(body.len() + chunk.len()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
+}
 
 /// Per-request timeout for a given renew deadline: half of it, so a renewal
 /// that times out still leaves time for one more attempt before the deadline.
@@ -160,11 +185,11 @@ impl KubeClient {
                 req = req.json(body);
             }
             let resp = req.send().await.map_err(|e| self.transport_error(op, &e))?;
-            let resp = self.check_status(op, resp).await?;
-            let bytes = resp
-                .bytes()
+            let mut resp = self.check_status(op, resp).await?;
+            let bytes = read_capped(&mut resp, MAX_BODY)
                 .await
-                .map_err(|e| self.transport_error(op, &e))?;
+                .map_err(|e| self.transport_error(op, &e))?
+                .map_err(|_| too_large(op, "the answer"))?;
             serde_json::from_slice(&bytes).map_err(|e| KubeError::InvalidJson {
                 op: op.clone(),
                 reason: e.to_string(),
@@ -204,9 +229,9 @@ impl KubeClient {
             })?;
         let this = self.clone();
         let op = op.clone();
-        let stream = futures::stream::unfold(
-            (resp, Vec::<u8>::new(), false),
-            move |(mut resp, mut buf, done)| {
+        let lines = Lines::default();
+        let stream =
+            futures::stream::unfold((resp, lines, false), move |(mut resp, mut lines, done)| {
                 let this = this.clone();
                 let op = op.clone();
                 async move {
@@ -214,32 +239,37 @@ impl KubeClient {
                         return None;
                     }
                     loop {
-                        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=pos).collect();
-                            if line.iter().all(u8::is_ascii_whitespace) {
-                                continue;
-                            }
-                            let item =
-                                serde_json::from_slice(&line).map_err(|e| KubeError::InvalidJson {
-                                    op: op.clone(),
-                                    reason: e.to_string(),
+                        match lines.next_line() {
+                            Some(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                            Some(line) => {
+                                let item = serde_json::from_slice(&line).map_err(|e| {
+                                    KubeError::InvalidJson {
+                                        op: op.clone(),
+                                        reason: e.to_string(),
+                                    }
                                 });
-                            return Some((item, (resp, buf, false)));
+                                return Some((item, (resp, lines, false)));
+                            }
+                            None if lines.pending() > MAX_BODY => {
+                                // Ends the watch: the caller opens a new one.
+                                let e = too_large(&op, "a watch event line");
+                                return Some((Err(e), (resp, lines, true)));
+                            }
+                            None => {}
                         }
                         match resp.chunk().await {
-                            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                            Ok(Some(chunk)) => lines.push(&chunk),
                             Err(e) => {
                                 return Some((
                                     Err(this.transport_error(&op, &e)),
-                                    (resp, buf, true),
+                                    (resp, lines, true),
                                 ));
                             }
                             Ok(None) => return None,
                         }
                     }
                 }
-            },
-        );
+            });
         Ok(stream.boxed())
     }
 
@@ -277,7 +307,13 @@ impl KubeClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        let mut resp = resp;
+        // Only the first MAX_BODY bytes of an error answer are read.
+        let body = match read_capped(&mut resp, MAX_BODY).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => b"(error answer larger than 1 MiB, not read)".to_vec(),
+            Err(_) => Vec::new(),
+        };
         let message = status_message(&body);
         let credential = self.inner.creds.source().to_string();
         let op = op.clone();
@@ -307,6 +343,53 @@ impl KubeClient {
     }
 }
 
+/// The error for an answer or a watch line longer than [`MAX_BODY`].
+fn too_large(op: &Operation, what: &str) -> KubeError {
+    KubeError::Transport {
+        op: op.clone(),
+        reason: format!(
+            "{what} is larger than {} MiB; not read further (is k8s.api_server a kube-apiserver?)",
+            MAX_BODY >> 20
+        ),
+    }
+}
+
+/// Splits a watch body into lines, looking for the newline only in bytes
+/// that arrived since the last look, so a long line costs linear time, not
+/// quadratic.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already known to hold no newline.
+    scanned: usize,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete line, newline included.
+    fn next_line(&mut self) -> Option<Vec<u8>> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let end = self.scanned + i;
+                self.scanned = 0;
+                Some(self.buf.drain(..=end).collect())
+            }
+            None => {
+                self.scanned = self.buf.len();
+                None
+            }
+        }
+    }
+
+    /// Bytes waiting for their newline.
+    fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 /// The HTTP client both the API client and the probe use: HTTP/1.1 over the
 /// given TLS configuration, no proxy (the API server is local), TCP keepalive
 /// so a silently dead watch connection is noticed.
@@ -326,6 +409,27 @@ pub(crate) fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| KubeError::BuildClient(error_chain(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn lines_split_across_chunks_and_scan_each_byte_once() {
+        let mut l = Lines::default();
+        l.push(b"{\"a\":");
+        assert_eq!(l.next_line(), None);
+        assert_eq!(l.scanned, 5);
+        l.push(b"1}\n{\"b\"");
+        assert_eq!(l.next_line().as_deref(), Some(&b"{\"a\":1}\n"[..]));
+        assert_eq!(l.next_line(), None);
+        assert_eq!(l.pending(), 5);
+        l.push(b":2}\n\n");
+        assert_eq!(l.next_line().as_deref(), Some(&b"{\"b\":2}\n"[..]));
+        assert_eq!(l.next_line().as_deref(), Some(&b"\n"[..]));
+        assert_eq!(l.next_line(), None);
+    }
 }
 
 /// The `message` of a Kubernetes `Status` body, or the body itself.

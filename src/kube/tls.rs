@@ -51,13 +51,17 @@ impl ClientIdentity {
         })?;
         let key_what = format!("client key of {what}");
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_error(&key_what, &e))?;
-        let signer = provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| KubeError::Certificate {
-                what: key_what.clone(),
-                reason: format!("cannot sign with this key ({}); {KEY_TYPES}", short_rustls(&e)),
-            })?;
+        let signer =
+            provider()
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| KubeError::Certificate {
+                    what: key_what.clone(),
+                    reason: format!(
+                        "cannot sign with this key ({}); {KEY_TYPES}",
+                        short_rustls(&e)
+                    ),
+                })?;
         if let Some(public) = signer.public_key() {
             if public.as_ref() != info.spki.as_slice() {
                 return Err(KubeError::Certificate {
@@ -175,7 +179,9 @@ pub(crate) fn client_config(s: TlsSettings<'_>) -> Result<rustls::ClientConfig, 
     let mut config = match s.identity {
         // Not `with_client_auth_cert`: it re-parses the certificate with
         // webpki, which refuses X.509 v1; `from_pem` checked the key match.
-        Some(id) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(id.certified))),
+        Some(id) => {
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(id.certified)))
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

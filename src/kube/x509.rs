@@ -88,7 +88,11 @@ const OID_O: &[u8] = &[0x55, 0x04, 0x0a];
 /// a short description without any of the certificate's content.
 pub(crate) fn parse(der: &[u8]) -> Result<CertInfo, String> {
     let cert = Reader(der).expect(SEQUENCE, "a certificate (SEQUENCE)")?;
-    let mut tbs = Reader(Reader(cert.content).expect(SEQUENCE, "a TBSCertificate")?.content);
+    let mut tbs = Reader(
+        Reader(cert.content)
+            .expect(SEQUENCE, "a TBSCertificate")?
+            .content,
+    );
     let mut first = tbs.next()?;
     let version = if first.tag == VERSION_TAG {
         let v = Reader(first.content).expect(INTEGER, "a version number")?;
@@ -207,7 +211,10 @@ mod tests {
         let expect = SystemTime::UNIX_EPOCH
             + Duration::from_secs(days_from_civil(2031, 5, 17) as u64 * 86_400);
         assert_eq!(info.not_after, expect);
-        assert_eq!(info.spki, rcgen::PublicKeyData::subject_public_key_info(&key));
+        assert_eq!(
+            info.spki,
+            rcgen::PublicKeyData::subject_public_key_info(&key)
+        );
         assert!(parse(&cert.der()[..40]).is_err());
     }
 }

@@ -185,9 +185,7 @@ fn dns1123_subdomain(name: &str) -> Result<(), String> {
     for label in name.split('.') {
         let ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
         if !ok(label.chars().next()) || !ok(label.chars().last()) {
-            return Err(
-                "each dot-separated part must start and end with a letter or digit".into(),
-            );
+            return Err("each dot-separated part must start and end with a letter or digit".into());
         }
     }
     Ok(())
