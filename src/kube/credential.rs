@@ -32,9 +32,7 @@ impl Token {
         if let Self::File(path) = self {
             let text =
                 std::fs::read_to_string(path).map_err(|e| read_error("token file", path, &e))?;
-            if text.trim().is_empty() {
-                return Err(empty_token(path));
-            }
+            token_in(path, &text)?;
         }
         Ok(())
     }
@@ -48,11 +46,7 @@ impl Token {
                 let text = tokio::fs::read_to_string(path)
                     .await
                     .map_err(|e| read_error("token file", path, &e))?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(empty_token(path));
-                }
-                Ok(Some(token.to_string()))
+                Ok(Some(token_in(path, &text)?.to_string()))
             }
         }
     }
@@ -132,12 +126,27 @@ impl Credentials {
     }
 }
 
-fn empty_token(path: &Path) -> KubeError {
-    KubeError::ReadFile {
+/// The token a token file holds: its text without surrounding whitespace,
+/// which must be one word (a token never holds spaces or line breaks, and an
+/// HTTP header cannot carry them). Errors never quote the file.
+fn token_in<'a>(path: &Path, text: &'a str) -> Result<&'a str, KubeError> {
+    let token = text.trim();
+    let bad = |reason: &str| KubeError::ReadFile {
         what: "token file".into(),
         path: path.to_path_buf(),
-        reason: "the file is empty; expected the bearer token on one line".into(),
+        reason: reason.into(),
+    };
+    if token.is_empty() {
+        return Err(bad(
+            "the file is empty; expected the bearer token on one line",
+        ));
     }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "the token holds spaces, line breaks or control characters; expected the bearer token alone on one line",
+        ));
+    }
+    Ok(token)
 }
 
 fn read_error(what: &str, path: &Path, e: &std::io::Error) -> KubeError {
