@@ -52,19 +52,22 @@ impl Token {
     }
 }
 
-/// The loaded credential: CA, client certificate and token, plus a
-/// description of the source for error messages. Shared by the API client and
-/// the health probe.
+/// One reading of the credential: CA, client certificate and token, plus a
+/// description of the source for error messages, and the files it came from
+/// (see [`super::Credentials`], which re-reads them when they change).
 #[derive(Clone)]
-pub struct Credentials {
+pub(crate) struct Loaded {
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) ca_origin: String,
     pub(crate) identity: Option<ClientIdentity>,
     pub(crate) token: Token,
     pub(crate) source: String,
+    /// Files whose content this reading depends on (token files excluded:
+    /// they are read before each request anyway).
+    pub(crate) files: Vec<PathBuf>,
 }
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material or tokens.
         f.debug_struct("Credentials")
@@ -75,10 +78,10 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
+impl Loaded {
     /// Loads the credential `k8s` names (files are read now; token files are
     /// read again before each request).
-    pub fn load(k8s: &K8s) -> Result<Self, KubeError> {
+    pub(crate) fn load(k8s: &K8s) -> Result<Self, KubeError> {
         let mut creds = match &k8s.credential {
             Credential::None => Self::anonymous("no credential"),
             Credential::Token(t) => Self {
@@ -95,6 +98,7 @@ impl Credentials {
         if let Some(ca) = &k8s.ca_cert {
             creds.ca_pem = Some(read_file("CA bundle (k8s.ca_cert)", ca)?);
             creds.ca_origin = ca.display().to_string();
+            creds.files.push(ca.clone());
         }
         Ok(creds)
     }
@@ -106,23 +110,8 @@ impl Credentials {
             identity: None,
             token: Token::None,
             source: source.to_string(),
+            files: Vec::new(),
         }
-    }
-
-    /// Checks now what is otherwise read at each request: that a token file
-    /// holds a token.
-    pub fn check_token(&self) -> Result<(), KubeError> {
-        self.token.check()
-    }
-
-    /// What the client certificate says about itself, if there is one.
-    pub fn client_certificate(&self) -> Option<&super::CertInfo> {
-        self.identity.as_ref().map(|i| &i.info)
-    }
-
-    /// Where the credential came from, e.g. `kubeconfig /etc/kubernetes/admin.conf (user kubernetes-admin)`.
-    pub fn source(&self) -> &str {
-        &self.source
     }
 }
 
@@ -163,17 +152,18 @@ pub(crate) fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, KubeError> {
 }
 
 /// The service account's token (re-read per request) and CA in `dir`.
-pub(crate) fn load_in_cluster(dir: &Path) -> Result<Credentials, KubeError> {
+pub(crate) fn load_in_cluster(dir: &Path) -> Result<Loaded, KubeError> {
     let token = dir.join("token");
     let ca = dir.join("ca.crt");
     // Read once now so a missing mount fails at start, not at the first request.
     read_file("service account token", &token)?;
-    Ok(Credentials {
+    Ok(Loaded {
         ca_pem: Some(read_file("service account CA", &ca)?),
         ca_origin: ca.display().to_string(),
         identity: None,
         token: Token::File(token),
         source: format!("in-cluster service account {}", dir.display()),
+        files: vec![ca],
     })
 }
 
@@ -228,12 +218,13 @@ struct User {
 
 /// Loads the current context of a kubeconfig. Its `server` is not used:
 /// ha-vip talks to `k8s.api_server` (admin.conf points at the VIP itself).
-pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
+pub(crate) fn load_kubeconfig(path: &Path) -> Result<Loaded, KubeError> {
     let bad = |reason: String| KubeError::Kubeconfig {
         path: path.to_path_buf(),
         at: String::new(),
         reason,
     };
+    let mut files = vec![path.to_path_buf()];
     let bytes = read_file("kubeconfig", path)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| bad("not UTF-8 text; expected a YAML kubeconfig".into()))?;
@@ -321,6 +312,7 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
         ),
         (None, Some(file)) => {
             let file = resolve(file);
+            files.push(file.clone());
             (
                 Some(read_file("kubeconfig certificate-authority", &file)?),
                 file.display().to_string(),
@@ -332,12 +324,18 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
     let source = format!("kubeconfig {} (user {user_name})", path.display());
     let cert = match (&user.client_certificate_data, &user.client_certificate) {
         (Some(d), _) => Some(decode("client-certificate-data", d)?),
-        (None, Some(f)) => Some(read_file("kubeconfig client-certificate", &resolve(f))?),
+        (None, Some(f)) => {
+            files.push(resolve(f));
+            Some(read_file("kubeconfig client-certificate", &resolve(f))?)
+        }
         (None, None) => None,
     };
     let key = match (&user.client_key_data, &user.client_key) {
         (Some(d), _) => Some(decode("client-key-data", d)?),
-        (None, Some(f)) => Some(read_file("kubeconfig client-key", &resolve(f))?),
+        (None, Some(f)) => {
+            files.push(resolve(f));
+            Some(read_file("kubeconfig client-key", &resolve(f))?)
+        }
         (None, None) => None,
     };
     let identity = match (cert, key) {
@@ -359,12 +357,13 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
             "user {user_name:?} has neither a client certificate nor a token; expected client-certificate(-data)/client-key(-data), token or tokenFile"
         )));
     }
-    Ok(Credentials {
+    Ok(Loaded {
         ca_pem,
         ca_origin,
         identity,
         token,
         source,
+        files,
     })
 }
 

@@ -7,6 +7,7 @@
 
 mod credential;
 mod error;
+mod rotation;
 pub(crate) mod tls;
 mod x509;
 
@@ -17,9 +18,10 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use credential::{Credentials, IN_CLUSTER_DIR};
+pub use credential::IN_CLUSTER_DIR;
 pub(crate) use credential::{read_file, redact_quoted};
 pub use error::{KubeError, Operation};
+pub use rotation::{CHECK_PERIOD, Credentials, EXPIRY_WARNING, describe_subject};
 pub use x509::CertInfo;
 
 use crate::config::{Config, K8s};
@@ -62,10 +64,13 @@ pub struct KubeClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// The HTTP client and the credential generation it was built for.
+    http: std::sync::Mutex<(u64, reqwest::Client)>,
     base: reqwest::Url,
     creds: Credentials,
     timeout: Duration,
+    tls_server_name: String,
+    insecure: bool,
 }
 
 impl std::fmt::Debug for KubeClient {
@@ -109,22 +114,53 @@ impl KubeClient {
                 "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified; anyone on the path can impersonate it"
             );
         }
-        let tls = tls::client_config(tls::TlsSettings {
-            ca_pem: creds.ca_pem.as_deref(),
-            ca_origin: &creds.ca_origin,
-            server_name: &k8s.tls_server_name,
-            insecure: k8s.insecure_skip_tls_verify,
-            identity: creds.identity.clone(),
-        })?;
-        let http = http_client(tls, timeout)?;
+        let generation = creds.generation();
+        let http = build_http(
+            &creds.current(),
+            k8s.insecure_skip_tls_verify,
+            &k8s.tls_server_name,
+            timeout,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::Mutex::new((generation, http)),
                 base,
                 creds,
                 timeout,
+                tls_server_name: k8s.tls_server_name.clone(),
+                insecure: k8s.insecure_skip_tls_verify,
             }),
         })
+    }
+
+    /// The HTTP client for the current credential: the credential's files
+    /// are checked (at most every few seconds) and, when they changed, the
+    /// next requests use a client with the new certificate, key and CA.
+    /// Open connections (a watch) keep the old one until they close.
+    fn http(&self) -> reqwest::Client {
+        let creds = &self.inner.creds;
+        creds.refresh();
+        let generation = creds.generation();
+        let mut http = self
+            .inner
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if http.0 != generation {
+            match build_http(
+                &creds.current(),
+                self.inner.insecure,
+                &self.inner.tls_server_name,
+                self.inner.timeout,
+            ) {
+                Ok(client) => *http = (generation, client),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the reloaded credential; still using the previous one");
+                    http.0 = generation;
+                }
+            }
+        }
+        http.1.clone()
     }
 
     /// The timeout of each request.
@@ -288,11 +324,10 @@ impl KubeClient {
                 reason: format!("cannot build the URL for {path}: {e}"),
             })?;
         let mut req = self
-            .inner
-            .http
+            .http()
             .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(token) = self.inner.creds.token.current().await? {
+        if let Some(token) = self.inner.creds.token().await? {
             req = req.bearer_auth(token);
         }
         Ok(req)
@@ -315,7 +350,7 @@ impl KubeClient {
             Err(_) => Vec::new(),
         };
         let message = status_message(&body);
-        let credential = self.inner.creds.source().to_string();
+        let credential = self.inner.creds.source();
         let op = op.clone();
         Err(match status.as_u16() {
             401 => KubeError::Unauthorized {
@@ -388,6 +423,24 @@ impl Lines {
     fn pending(&self) -> usize {
         self.buf.len()
     }
+}
+
+/// An HTTP client presenting `loaded`'s certificate and verifying the
+/// server with its CA.
+fn build_http(
+    loaded: &credential::Loaded,
+    insecure: bool,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, KubeError> {
+    let tls = tls::client_config(tls::TlsSettings {
+        ca_pem: loaded.ca_pem.as_deref(),
+        ca_origin: &loaded.ca_origin,
+        server_name,
+        insecure,
+        identity: loaded.identity.clone(),
+    })?;
+    http_client(tls, timeout)
 }
 
 /// The HTTP client both the API client and the probe use: HTTP/1.1 over the

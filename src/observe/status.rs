@@ -168,6 +168,18 @@ pub struct Status {
     pub pid: u32,
     /// ha-vip version.
     pub version: String,
+    /// The client certificate in use, if the credential has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// The client certificate the daemon presents to the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    /// Subject, e.g. `CN=ha-vip-node`.
+    pub subject: String,
+    /// End of validity.
+    pub not_after: Timestamp,
 }
 
 impl Status {
@@ -190,6 +202,7 @@ impl Status {
             last_transition: None,
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            client_certificate: None,
         }
     }
 
@@ -469,6 +482,17 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         ),
     };
     lines.push(("last transition", last));
+    if let Some(c) = &status.client_certificate {
+        let left = match c.not_after.system_time().duration_since(now) {
+            Ok(d) if d.as_secs() >= 86_400 => format!("in {} days", d.as_secs() / 86_400),
+            Ok(d) => format!("in {}h", d.as_secs() / 3600),
+            Err(_) => "EXPIRED".to_owned(),
+        };
+        lines.push((
+            "client certificate",
+            format!("{}, expires {} ({left})", c.subject, clock(c.not_after)),
+        ));
+    }
 
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
