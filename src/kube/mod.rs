@@ -477,7 +477,7 @@ mod tests {
         l.push(b"1}\n{\"b\"");
         assert_eq!(l.next_line().as_deref(), Some(&b"{\"a\":1}\n"[..]));
         assert_eq!(l.next_line(), None);
-        assert_eq!(l.pending(), 5);
+        assert_eq!(l.pending(), 4);
         l.push(b":2}\n\n");
         assert_eq!(l.next_line().as_deref(), Some(&b"{\"b\":2}\n"[..]));
         assert_eq!(l.next_line().as_deref(), Some(&b"\n"[..]));

@@ -191,21 +191,9 @@ impl Credentials {
     /// A WARN, at most once a day, from [`EXPIRY_WARNING`] before the client
     /// certificate's end; an ERROR once it has ended.
     fn warn_if_expiring(&self, now: SystemTime) {
-        let mut st = self.lock();
-        let Some(info) = st.loaded.identity.as_ref().map(|i| i.info.clone()) else {
+        let Some((info, left, source)) = self.expiry_due(now) else {
             return;
         };
-        let left = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
-        if left > EXPIRY_WARNING
-            || st
-                .warned
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(24 * 3600))
-        {
-            return;
-        }
-        st.warned = Some(Instant::now());
-        let source = st.loaded.source.clone();
-        drop(st);
         if left.is_zero() {
             tracing::error!(
                 credential = %source,
@@ -223,6 +211,24 @@ impl Credentials {
                 CHECK_PERIOD.as_secs()
             );
         }
+    }
+}
+
+impl Credentials {
+    /// The certificate, its time left and the source when an expiry notice
+    /// is due now (and records that it was given).
+    fn expiry_due(&self, now: SystemTime) -> Option<(CertInfo, Duration, String)> {
+        let mut st = self.lock();
+        let info = st.loaded.identity.as_ref().map(|i| i.info.clone())?;
+        let left = info.not_after.duration_since(now).unwrap_or(Duration::ZERO);
+        let recently = st
+            .warned
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(24 * 3600));
+        if left > EXPIRY_WARNING || recently {
+            return None;
+        }
+        st.warned = Some(Instant::now());
+        Some((info, left, st.loaded.source.clone()))
     }
 }
 
@@ -257,4 +263,81 @@ fn stamp(files: &[std::path::PathBuf]) -> u64 {
         }
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Credential;
+
+    /// A kubeconfig in `dir` with a client certificate valid until `days` from now.
+    fn kubeconfig(dir: &Path, days: u64, cn: &str) -> K8s {
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let end = SystemTime::now() + Duration::from_secs(days * 86_400);
+        params.not_after = end.into();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("c.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("c.key"), key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.crt"), cert.pem()).unwrap();
+        let kc = dir.join("kc.yaml");
+        std::fs::write(
+            &kc,
+            "current-context: x\nclusters:\n- name: c\n  cluster: {server: s, certificate-authority: ca.crt}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {client-certificate: c.crt, client-key: c.key}\n",
+        )
+        .unwrap();
+        K8s {
+            enabled: true,
+            api_server: "https://127.0.0.1:6443".into(),
+            credential: Credential::Kubeconfig(kc),
+            ca_cert: None,
+            tls_server_name: "kubernetes".into(),
+            insecure_skip_tls_verify: false,
+        }
+    }
+
+    #[test]
+    fn expiry_is_warned_from_30_days_and_once_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = Credentials::load(&kubeconfig(dir.path(), 90, "far")).unwrap();
+        assert!(creds.expiry_due(SystemTime::now()).is_none());
+        let creds = Credentials::load(&kubeconfig(dir.path(), 10, "near")).unwrap();
+        // Load itself gave the notice; a day later it is due again.
+        assert!(creds.expiry_due(SystemTime::now()).is_none());
+        creds.lock().warned = None;
+        let (info, left, _) = creds.expiry_due(SystemTime::now()).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("near"));
+        assert!(left <= Duration::from_secs(10 * 86_400));
+        assert!(left > Duration::from_secs(9 * 86_400));
+        assert!(creds.expiry_due(SystemTime::now()).is_none());
+    }
+
+    #[test]
+    fn a_changed_file_is_loaded_and_a_broken_one_keeps_the_running_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = Credentials::load(&kubeconfig(dir.path(), 90, "one")).unwrap();
+        assert_eq!(creds.generation(), 0);
+        assert!(!creds.reload_if(false).unwrap());
+        kubeconfig(dir.path(), 90, "two");
+        assert!(creds.reload_if(false).unwrap());
+        assert_eq!(creds.generation(), 1);
+        let cn = creds.client_certificate().unwrap().common_name;
+        assert_eq!(cn.as_deref(), Some("two"));
+        // A key that does not match: the reload fails, "two" stays.
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(dir.path().join("c.key"), other.serialize_pem()).unwrap();
+        let e = creds.reload_if(false).unwrap_err().to_string();
+        assert!(e.contains("does not belong"), "{e}");
+        assert_eq!(creds.generation(), 1);
+        let cn = creds.client_certificate().unwrap().common_name;
+        assert_eq!(cn.as_deref(), Some("two"));
+        // SIGHUP reloads even when nothing changed.
+        kubeconfig(dir.path(), 90, "three");
+        creds.reload().unwrap();
+        creds.reload().unwrap();
+        assert_eq!(creds.generation(), 3);
+    }
 }

@@ -573,4 +573,21 @@ mod tests {
         assert!(!process_alive(0));
         assert!(!process_alive(u32::MAX));
     }
+
+    #[test]
+    fn the_client_certificate_and_its_expiry_are_shown() {
+        let mut s = Status::new("cp1", &[], at(1_000_000));
+        assert!(!render_status(&s, at(1_000_000)).contains("client certificate"));
+        s.client_certificate = Some(ClientCertificate {
+            subject: "CN=ha-vip-node".into(),
+            not_after: Timestamp::new(at(1_000_000 + 12 * 86_400 + 60)),
+        });
+        let out = render_status(&s, at(1_000_000));
+        assert!(out.contains("client certificate: CN=ha-vip-node, expires 1970-01-24 13:47:40 UTC (in 12 days)"), "{out}");
+        let later = render_status(&s, at(1_000_000 + 13 * 86_400));
+        assert!(later.contains("(EXPIRED)"), "{later}");
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
 }
