@@ -5,11 +5,13 @@
 //! verifies the certificate as `k8s.tls_server_name`. Every request has a
 //! timeout shorter than the lease's renew deadline ([`request_timeout`]).
 
+mod body;
 mod credential;
 mod error;
 mod rotation;
 pub(crate) mod tls;
 mod x509;
+mod yaml;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,38 +20,17 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use body::MAX_BODY;
+pub(crate) use body::read_capped;
+use body::{Lines, too_large};
 pub use credential::IN_CLUSTER_DIR;
-pub(crate) use credential::{read_file, redact_quoted};
+pub(crate) use credential::read_file;
 pub use error::{KubeError, Operation};
 pub use rotation::{CHECK_PERIOD, Credentials, EXPIRY_WARNING, describe_subject};
 pub use x509::CertInfo;
+pub(crate) use yaml::redact_quoted;
 
 use crate::config::{Config, K8s};
-
-/// Largest answer, error answer, probe answer or watch line read from the
-/// network: a Lease is under 1 KiB, a /readyz answer a few KiB, so 1 MiB is
-/// plenty, and a broken or hostile server cannot grow our memory past it.
-pub const MAX_BODY: usize = 1 << 20;
-
-/// Reads the body of `resp`, at most `cap` bytes. `Ok(Err(n))` when it is
-/// longer: `n` bytes were read and the rest is left unread (the connection
-/// is dropped with the response).
-pub(crate) async fn read_capped(
-    resp: &mut reqwest::Response,
-    cap: usize,
-) -> Result<Result<Vec<u8>, usize>, reqwest::Error> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Ok(Err(0));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > cap {
-            return Ok(Err(body.len() + chunk.len()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Ok(body))
-}
 
 /// Per-request timeout for a given renew deadline: half of it, so a renewal
 /// that times out still leaves time for one more attempt before the deadline.
@@ -378,53 +359,6 @@ impl KubeClient {
     }
 }
 
-/// The error for an answer or a watch line longer than [`MAX_BODY`].
-fn too_large(op: &Operation, what: &str) -> KubeError {
-    KubeError::Transport {
-        op: op.clone(),
-        reason: format!(
-            "{what} is larger than {} MiB; not read further (is k8s.api_server a kube-apiserver?)",
-            MAX_BODY >> 20
-        ),
-    }
-}
-
-/// Splits a watch body into lines, looking for the newline only in bytes
-/// that arrived since the last look, so a long line costs linear time, not
-/// quadratic.
-#[derive(Default)]
-struct Lines {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already known to hold no newline.
-    scanned: usize,
-}
-
-impl Lines {
-    fn push(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The next complete line, newline included.
-    fn next_line(&mut self) -> Option<Vec<u8>> {
-        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                let end = self.scanned + i;
-                self.scanned = 0;
-                Some(self.buf.drain(..=end).collect())
-            }
-            None => {
-                self.scanned = self.buf.len();
-                None
-            }
-        }
-    }
-
-    /// Bytes waiting for their newline.
-    fn pending(&self) -> usize {
-        self.buf.len()
-    }
-}
-
 /// An HTTP client presenting `loaded`'s certificate and verifying the
 /// server with its CA.
 fn build_http(
@@ -462,27 +396,6 @@ pub(crate) fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| KubeError::BuildClient(error_chain(&e)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Lines;
-
-    #[test]
-    fn lines_split_across_chunks_and_scan_each_byte_once() {
-        let mut l = Lines::default();
-        l.push(b"{\"a\":");
-        assert_eq!(l.next_line(), None);
-        assert_eq!(l.scanned, 5);
-        l.push(b"1}\n{\"b\"");
-        assert_eq!(l.next_line().as_deref(), Some(&b"{\"a\":1}\n"[..]));
-        assert_eq!(l.next_line(), None);
-        assert_eq!(l.pending(), 4);
-        l.push(b":2}\n\n");
-        assert_eq!(l.next_line().as_deref(), Some(&b"{\"b\":2}\n"[..]));
-        assert_eq!(l.next_line().as_deref(), Some(&b"\n"[..]));
-        assert_eq!(l.next_line(), None);
-    }
 }
 
 /// The `message` of a Kubernetes `Status` body, or the body itself.

@@ -275,7 +275,9 @@ mod tests {
     /// A kubeconfig in `dir` with a client certificate valid until `days` from now.
     fn kubeconfig(dir: &Path, days: u64, cn: &str) -> K8s {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let end = SystemTime::now() + Duration::from_secs(days * 86_400);
         params.not_after = end.into();
         let key = rcgen::KeyPair::generate().unwrap();

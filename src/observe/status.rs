@@ -583,7 +583,12 @@ mod tests {
             not_after: Timestamp::new(at(1_000_000 + 12 * 86_400 + 60)),
         });
         let out = render_status(&s, at(1_000_000));
-        assert!(out.contains("client certificate: CN=ha-vip-node, expires 1970-01-24 13:47:40 UTC (in 12 days)"), "{out}");
+        assert!(
+            out.contains(
+                "client certificate: CN=ha-vip-node, expires 1970-01-24 13:47:40 UTC (in 12 days)"
+            ),
+            "{out}"
+        );
         let later = render_status(&s, at(1_000_000 + 13 * 86_400));
         assert!(later.contains("(EXPIRED)"), "{later}");
         let json = serde_json::to_string(&s).unwrap();
