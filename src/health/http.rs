@@ -227,7 +227,7 @@ fn build(
 
 fn transport_reason(e: &reqwest::Error) -> String {
     if let Some(t) = find_rustls_error(e) {
-        return format!("TLS: {t}");
+        return format!("TLS: {}", tls::explain(t));
     }
     match find_io_error(e) {
         Some(io) => io_reason(io),

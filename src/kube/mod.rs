@@ -423,7 +423,7 @@ pub(crate) fn classify(server: &str, op: &Operation, e: &reqwest::Error) -> Kube
     if let Some(tls) = find_rustls_error(e) {
         return KubeError::Tls {
             server: server.to_string(),
-            reason: tls.to_string(),
+            reason: tls::explain(tls),
         };
     }
     if e.is_connect() {

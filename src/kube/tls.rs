@@ -95,6 +95,18 @@ pub(crate) fn pem_error(what: &str, e: &rustls_pki_types::pem::Error) -> KubeErr
     }
 }
 
+/// rustls' handshake error, with what to do for the server certificate
+/// shapes webpki refuses although Go clients accept them.
+pub(crate) fn explain(e: &rustls::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnsupportedCertVersion") {
+        return format!(
+            "{text}: the server's certificate is X.509 v1 (no extensions), which rustls does not accept from a server; reissue it as v3 with its names, e.g. openssl x509 -req ... -extfile <(printf 'subjectAltName=DNS:kubernetes,IP:127.0.0.1')"
+        );
+    }
+    text
+}
+
 /// rustls' error without its Debug-formatted internals where a plain
 /// sentence exists.
 fn short_rustls(e: &rustls::Error) -> String {
