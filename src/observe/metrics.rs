@@ -340,3 +340,25 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::Metrics;
+
+    #[test]
+    fn client_certificate_expiry_is_a_unix_time_and_0_without_one() {
+        let m = Metrics::new(&[]);
+        let name = "ha_vip_client_certificate_expiry_timestamp_seconds";
+        assert!(m.encode().contains(&format!("\n{name} 0\n")));
+        m.set_client_cert_expiry(Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)));
+        assert!(
+            m.encode().contains(&format!("\n{name} 1900000000\n")),
+            "{}",
+            m.encode()
+        );
+        m.set_client_cert_expiry(None);
+        assert!(m.encode().contains(&format!("\n{name} 0\n")));
+    }
+}
