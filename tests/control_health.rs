@@ -27,7 +27,54 @@ fn health(endpoint: String, ca: Option<PathBuf>, timeout: Duration) -> Health {
         ca_cert: ca,
         tls_server_name: "kubernetes".into(),
         insecure_skip_tls_verify: false,
+        authenticate: false,
     }
+}
+
+/// `h` with `health.authenticate: true`.
+fn authenticated(mut h: Health) -> Health {
+    h.authenticate = true;
+    h
+}
+
+/// A self-signed client certificate (CN ha-vip-node) the stubs trust, and
+/// a kubeconfig naming it; the stubs record whether it was presented.
+struct ClientCert {
+    cert: rcgen::CertifiedKey<rcgen::KeyPair>,
+}
+
+fn client_cert() -> &'static ClientCert {
+    static CERT: std::sync::OnceLock<ClientCert> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| ClientCert {
+        cert: rcgen::generate_simple_self_signed(vec!["ha-vip-node".to_string()]).unwrap(),
+    })
+}
+
+/// Credentials from a kubeconfig with the client certificate and a token.
+fn cert_and_token_creds(dir: &std::path::Path) -> Credentials {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let c = &client_cert().cert;
+    let kc = dir.join("kc.yaml");
+    std::fs::write(
+        &kc,
+        format!(
+            "current-context: x\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n    certificate-authority-data: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n    token: sekret-from-kubeconfig\n",
+            b64(&c.cert.pem()),
+            b64(&c.cert.pem()),
+            b64(&c.signing_key.serialize_pem()),
+        ),
+    )
+    .unwrap();
+    let k8s = K8s {
+        enabled: true,
+        api_server: "https://127.0.0.1:6443".into(),
+        credential: Credential::Kubeconfig(kc),
+        ca_cert: None,
+        tls_server_name: "kubernetes".into(),
+        insecure_skip_tls_verify: false,
+    };
+    Credentials::load(&k8s).unwrap()
 }
 
 /// An HTTPS server on loopback answering every request with `answer`, or
@@ -60,7 +107,7 @@ async fn stub(answer: Option<String>) -> Stub {
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_verifier())
     .with_single_cert(chain, key)
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -87,7 +134,12 @@ async fn stub(answer: Option<String>) -> Stub {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                let presented = tls.get_ref().1.peer_certificates().is_some();
+                let _ = tx.send(format!(
+                    "client-certificate: {}\r\n{}",
+                    if presented { "presented" } else { "none" },
+                    String::from_utf8_lossy(&head)
+                ));
                 match answer {
                     Some(a) => {
                         let _ = tls.write_all(a.as_bytes()).await;
@@ -107,13 +159,39 @@ async fn stub(answer: Option<String>) -> Stub {
     }
 }
 
+/// Client certificates are optional and, when sent, must be [`client_cert`].
+fn client_verifier() -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(client_cert().cert.cert.der().to_vec()))
+        .unwrap();
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap()
+}
+
 impl Stub {
+    /// A probe with `health.authenticate: true` (the credential is sent).
     fn probe(&self, timeout: Duration, creds: Option<&Credentials>) -> HttpProbe {
-        let h = health(
+        self.probe_with(timeout, creds, true)
+    }
+
+    fn probe_with(
+        &self,
+        timeout: Duration,
+        creds: Option<&Credentials>,
+        authenticate: bool,
+    ) -> HttpProbe {
+        let mut h = health(
             format!("https://127.0.0.1:{}/readyz", self.port),
             Some(self.ca.clone()),
             timeout,
         );
+        h.authenticate = authenticate;
         HttpProbe::new(&h, creds).unwrap()
     }
 }
@@ -131,15 +209,82 @@ fn token_creds(token: &str) -> Credentials {
 }
 
 #[tokio::test]
-async fn ok_is_healthy_and_the_token_is_sent() {
+async fn the_probe_is_anonymous_by_default() {
     let mut s = stub(Some(http("200 OK", "ok"))).await;
-    let creds = token_creds("sekret");
+    let dir = tempfile::tempdir().unwrap();
+    let creds = cert_and_token_creds(dir.path());
+    let r = s
+        .probe_with(Duration::from_secs(1), Some(&creds), false)
+        .probe()
+        .await;
+    assert!(r.healthy, "{r:?}");
+    let head = s.heads.recv().await.unwrap().to_ascii_lowercase();
+    assert!(
+        head.starts_with("client-certificate: none\r\nget /readyz http/1.1"),
+        "{head}"
+    );
+    assert!(!head.contains("authorization"), "{head}");
+    // An API server that refuses anonymous requests says what to set.
+    let s = stub(Some(http("401 Unauthorized", ""))).await;
+    let r = s
+        .probe_with(Duration::from_secs(1), Some(&creds), false)
+        .probe()
+        .await;
+    assert!(
+        r.reason.contains("set health.authenticate: true"),
+        "{}",
+        r.reason
+    );
+}
+
+#[tokio::test]
+async fn authenticate_sends_the_token_and_the_client_certificate() {
+    let mut s = stub(Some(http("200 OK", "ok"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = cert_and_token_creds(dir.path());
     let r = s.probe(Duration::from_secs(1), Some(&creds)).probe().await;
     assert!(r.healthy, "{r:?}");
     assert_eq!(r.reason, "ok");
     let head = s.heads.recv().await.unwrap().to_ascii_lowercase();
-    assert!(head.starts_with("get /readyz http/1.1"), "{head}");
-    assert!(head.contains("authorization: bearer sekret"), "{head}");
+    assert!(
+        head.starts_with("client-certificate: presented\r\nget /readyz http/1.1"),
+        "{head}"
+    );
+    assert!(
+        head.contains("authorization: bearer sekret-from-kubeconfig"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_over_1_mib_is_not_read() {
+    let s = stub(Some(http("200 OK", &"x".repeat(2 << 20)))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert!(!r.healthy);
+    assert!(r.reason.contains("larger than 1 MiB"), "{}", r.reason);
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let mut target = stub(Some(http("200 OK", "ok"))).await;
+    let location = format!("https://127.0.0.1:{}/readyz", target.port);
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let mut s = stub(Some(redirect)).await;
+    let r = s
+        .probe(Duration::from_secs(1), Some(&token_creds("sekret")))
+        .probe()
+        .await;
+    assert!(!r.healthy, "{r:?}");
+    assert!(
+        r.reason.contains("302") && r.reason.contains("not followed"),
+        "{}",
+        r.reason
+    );
+    assert!(s.heads.recv().await.is_some());
+    let followed = tokio::time::timeout(Duration::from_millis(500), target.heads.recv()).await;
+    assert!(followed.is_err(), "the redirect was followed: {followed:?}");
 }
 
 #[tokio::test]
@@ -266,7 +411,7 @@ async fn the_real_readyz_is_healthy_until_the_apiserver_stops() {
         Credentials::load(&api.k8s(Credential::Kubeconfig(api.var("KUBECONFIG_NODE").into())))
             .unwrap();
     let with_cert = HttpProbe::new(
-        &health(endpoint.clone(), None, Duration::from_secs(1)),
+        &authenticated(health(endpoint.clone(), None, Duration::from_secs(1))),
         Some(&node),
     )
     .unwrap();
@@ -275,7 +420,7 @@ async fn the_real_readyz_is_healthy_until_the_apiserver_stops() {
     let admin =
         Credentials::load(&api.k8s(Credential::Token(api.var("KUBE_ADMIN_TOKEN")))).unwrap();
     let with_token = HttpProbe::new(
-        &health(endpoint.clone(), None, Duration::from_secs(1)),
+        &authenticated(health(endpoint.clone(), None, Duration::from_secs(1))),
         Some(&admin),
     )
     .unwrap();

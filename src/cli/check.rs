@@ -6,20 +6,85 @@ use std::path::Path;
 use humantime::format_duration as human;
 
 use super::CliError;
-use crate::config::Config;
+use crate::config::{Config, Credential};
+use crate::health::HttpProbe;
+use crate::kube::{Credentials, KubeClient, request_timeout};
 
-/// Validates the file at `path`. On success writes `OK: <path>` and a
-/// summary to `out`, and a warning to `warn` for each file the
-/// configuration names that does not exist (yet); the token itself is never
-/// written. On failure returns the located error (exit 78).
+/// Validates the file at `path` and the files it names: the kubeconfig is
+/// parsed, certificates, keys and CA bundles are loaded, a token file must
+/// hold a token. On success writes `OK: <path>` and a summary to `out`, and
+/// a warning to `warn` for each named file that does not exist (yet); the
+/// token itself is never written. On failure returns the located error, or
+/// writes each problem with its file to `warn` (exit 78 either way).
 pub fn check_config(
     path: &Path,
     out: &mut dyn Write,
     warn: &mut dyn Write,
 ) -> Result<(), CliError> {
     let config = Config::load(path)?;
+    let problems = file_problems(&config);
+    if !problems.is_empty() {
+        for p in &problems {
+            writeln!(warn, "{}: {p}", path.display()).map_err(CliError::Output)?;
+        }
+        return Err(CliError::Exit(super::exit::CONFIG));
+    }
     summarize(path, &config, out).map_err(CliError::Output)?;
     warnings(&config, warn).map_err(CliError::Output)
+}
+
+/// Loads what the daemon loads at start, as far as the files exist (a
+/// missing one is only a warning: it may be installed later). Each problem
+/// names the key, the file and, in a kubeconfig, the line and column.
+fn file_problems(c: &Config) -> Vec<String> {
+    let exists = |key: &str| {
+        c.referenced_files()
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .all(|(_, p)| p.try_exists().unwrap_or(false))
+    };
+    let mut problems = Vec::new();
+    let mut creds = None;
+    let k8s_files = [
+        "k8s.kubeconfig",
+        "k8s.token_file",
+        "k8s.in_cluster",
+        "k8s.ca_cert",
+    ];
+    if c.k8s.enabled && k8s_files.iter().all(|k| exists(k)) {
+        let key = credential_key(&c.k8s.credential);
+        match Credentials::load(&c.k8s) {
+            Ok(loaded) => {
+                if let Err(e) = loaded.check_token() {
+                    problems.push(format!("{key}: {e}"));
+                }
+                let timeout = request_timeout(c.lease.renew_deadline);
+                match KubeClient::new(&c.k8s, loaded.clone(), timeout) {
+                    Ok(_) => creds = Some(loaded),
+                    Err(e) => problems.push(format!("{key}: {e}")),
+                }
+            }
+            Err(e) => problems.push(format!("{key}: {e}")),
+        }
+    }
+    let k8s_ok = !c.k8s.enabled || creds.is_some();
+    if exists("health.ca_cert") && (k8s_ok || c.health.ca_cert.is_some()) {
+        if let Err(e) = HttpProbe::new(&c.health, creds.as_ref()) {
+            problems.push(e.to_string());
+        }
+    }
+    problems
+}
+
+/// The key that names the credential, for messages.
+fn credential_key(c: &Credential) -> &'static str {
+    match c {
+        Credential::Kubeconfig(_) => "k8s.kubeconfig",
+        Credential::TokenFile(_) => "k8s.token_file",
+        Credential::Token(_) => "k8s.token",
+        Credential::InCluster => "k8s.in_cluster",
+        Credential::None => "k8s",
+    }
 }
 
 fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()> {
@@ -133,13 +198,58 @@ mod tests {
 
     #[test]
     fn existing_files_raise_no_warning() {
-        let ca = tempfile::NamedTempFile::new().expect("temp file");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.crt");
+        let cert = rcgen::generate_simple_self_signed(vec!["kubernetes".into()]).expect("cert");
+        std::fs::write(&ca, cert.cert.pem()).expect("write");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\n").expect("write");
         let (r, _, warn) = check(&format!(
-            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token_file: {0}\n  ca_cert: {0}\n",
-            ca.path().display()
+            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token_file: {}\n  ca_cert: {}\n",
+            token.display(),
+            ca.display()
         ));
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(warn, "");
+    }
+
+    #[test]
+    fn the_files_it_names_are_loaded_and_each_problem_reported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = dir.path().join("ca.crt");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let token = dir.path().join("token");
+        std::fs::write(&token, "\n").expect("write");
+        let (r, out, warn) = check(&format!(
+            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token_file: {}\n  ca_cert: {}\n",
+            token.display(),
+            ca.display()
+        ));
+        assert_eq!(r.expect_err("bad").exit_code(), 78);
+        assert_eq!(out, "");
+        assert!(
+            warn.contains(&format!(
+                "k8s.token_file: failed to read token file {}: the file is empty",
+                token.display()
+            )),
+            "{warn}"
+        );
+        assert!(
+            warn.contains(&format!(
+                "invalid CA bundle {}: no CERTIFICATE block found",
+                ca.display()
+            )),
+            "{warn}"
+        );
+        // A file that is no kubeconfig at all.
+        let (r, _, warn) = check(
+            "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/hosts\n",
+        );
+        assert_eq!(r.expect_err("bad").exit_code(), 78);
+        assert!(
+            warn.contains("k8s.kubeconfig: kubeconfig /etc/hosts:"),
+            "{warn}"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the opposite probe result must hold before the health state flips.
 pub const HEALTH_STABILITY_BUFFER: Duration = Duration::from_secs(5);
+/// Whether the probe sends the k8s credential: no, `/readyz` is readable
+/// anonymously (system:public-info-viewer) on kubeadm clusters.
+pub const HEALTH_AUTHENTICATE: bool = false;
 /// Name of the Lease object.
 pub const LEASE_NAME: &str = "ha-vip";
 /// Namespace of the Lease object.

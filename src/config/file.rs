@@ -59,6 +59,8 @@ pub(super) struct Health {
     pub tls_server_name: Leaf<String>,
     /// Skip certificate verification of the probe (logged as a warning).
     pub insecure_skip_tls_verify: Leaf<bool>,
+    /// Send the k8s credential with the probe (clusters without anonymous auth).
+    pub authenticate: Leaf<bool>,
 }
 
 /// `lease:` section.

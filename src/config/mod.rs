@@ -73,6 +73,10 @@ pub struct Health {
     pub tls_server_name: String,
     /// Skip certificate verification.
     pub insecure_skip_tls_verify: bool,
+    /// Send the k8s credential (token or client certificate) with the probe;
+    /// off by default: `/readyz` is public, and whatever answers on the
+    /// probed port must not collect the credential.
+    pub authenticate: bool,
 }
 
 /// Lease lock settings.

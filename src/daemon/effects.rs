@@ -205,6 +205,14 @@ impl Daemon {
             .add_announcements(observe::AnnounceFamily::Ipv6Na, sent.na - seen.na);
         self.status.holder = self.holder.clone();
         self.status.healthy = self.machine.healthy();
+        // The credential reloads itself when its files change (kube::Credentials).
+        let cert = self.creds.as_ref().and_then(|c| c.client_certificate());
+        self.metrics
+            .set_client_cert_expiry(cert.as_ref().map(|c| c.not_after));
+        self.status.client_certificate = cert.map(|c| observe::ClientCertificate {
+            subject: crate::kube::describe_subject(&c),
+            not_after: observe::Timestamp::new(c.not_after),
+        });
         if let Err(e) = self.status_writer.write(&self.status) {
             tracing::warn!(error = %e, "failed to write the status file");
         }
@@ -263,6 +271,12 @@ impl Daemon {
         let k8s_changed = old.k8s != new.k8s;
         if k8s_changed {
             self.reload_k8s(&new);
+        } else if let Some(creds) = &self.creds {
+            // Same settings: still re-read the files (a renewed certificate);
+            // the running elector and probe pick the new reading up.
+            if let Err(e) = creds.reload() {
+                tracing::error!(error = %e, "cannot reload the credential from disk; keeping the running one");
+            }
         }
         if k8s_changed || self.cfg.health != new.health {
             self.reload_health(&new);

@@ -1,5 +1,6 @@
 //! The real probe: TCP connect, then HTTPS `GET /readyz` expecting 200 `ok`.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -8,16 +9,23 @@ use tokio::time::Instant;
 use super::{HealthError, Probe, ProbeResult};
 use crate::config::Health;
 use crate::kube::tls::{self, TlsSettings};
-use crate::kube::{Credentials, find_io_error, find_rustls_error, io_reason, read_file};
+use crate::kube::{
+    Credentials, MAX_BODY, find_io_error, find_rustls_error, io_reason, read_capped, read_file,
+};
 
 /// Probes the local API server's readiness endpoint.
 pub struct HttpProbe {
-    http: reqwest::Client,
+    /// The client and the credential generation it was built for.
+    http: Mutex<(u64, reqwest::Client)>,
     url: reqwest::Url,
     host: String,
     port: u16,
     timeout: Duration,
-    creds: Option<Credentials>,
+    health: Health,
+    ca_file: Option<(Vec<u8>, String)>,
+    /// The k8s credential: its CA (unless health.ca_cert), and what is sent
+    /// with health.authenticate.
+    shared: Option<Credentials>,
 }
 
 impl std::fmt::Debug for HttpProbe {
@@ -41,8 +49,9 @@ impl HttpProbe {
     }
 
     /// A probe of `health.endpoint`. The CA is `health.ca_cert`, else the
-    /// one of `creds` (the k8s credential); the credential's token or client
-    /// certificate is sent if there is one.
+    /// one of `creds` (the k8s credential). The credential's token or client
+    /// certificate is sent only with `health.authenticate`: `/readyz` is
+    /// public, and a process that took the port must not collect it.
     pub fn new(health: &Health, creds: Option<&Credentials>) -> Result<Self, HealthError> {
         let bad = |reason: String| HealthError::InvalidEndpoint {
             url: health.endpoint.clone(),
@@ -66,68 +75,94 @@ impl HttpProbe {
             )),
             None => None,
         };
-        let (ca_pem, ca_origin) = match (&ca_file, creds) {
-            (Some((pem, origin)), _) => (Some(pem.as_slice()), origin.clone()),
-            (None, Some(c)) => (c.ca_pem.as_deref(), c.ca_origin.clone()),
-            (None, None) => (None, "none".to_string()),
-        };
         if health.insecure_skip_tls_verify {
             tracing::warn!(
                 endpoint = %url,
                 "health.insecure_skip_tls_verify is set: the local API server's certificate is NOT verified"
             );
         }
-        let config = tls::client_config(TlsSettings {
-            ca_pem,
-            ca_origin: &ca_origin,
-            server_name: &health.tls_server_name,
-            insecure: health.insecure_skip_tls_verify,
-            identity: creds.and_then(|c| c.identity.clone()),
-        })?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .no_proxy()
-            .http1_only()
-            // A fresh connection per probe: each probe proves the server
-            // still accepts TCP and completes a TLS handshake.
-            .pool_max_idle_per_host(0)
-            .build()
-            .map_err(|e| HealthError::Setup(crate::kube::KubeError::BuildClient(e.to_string())))?;
+        let generation = creds.map_or(0, Credentials::generation);
+        let http = build(health, ca_file.as_ref(), creds)?;
         Ok(Self {
-            http,
+            http: Mutex::new((generation, http)),
             url,
             host,
             port,
             timeout: health.timeout,
-            creds: creds.cloned(),
+            health: health.clone(),
+            ca_file,
+            shared: creds.cloned(),
         })
+    }
+
+    /// The HTTP client for the credential's current reading (its CA, and
+    /// with `health.authenticate` its certificate), rebuilt after a rotation.
+    fn http(&self) -> reqwest::Client {
+        let mut http = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(creds) = &self.shared {
+            creds.refresh();
+            let generation = creds.generation();
+            if http.0 != generation {
+                match build(&self.health, self.ca_file.as_ref(), Some(creds)) {
+                    Ok(client) => *http = (generation, client),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot use the reloaded credential for the probe; still using the previous one");
+                        http.0 = generation;
+                    }
+                }
+            }
+        }
+        http.1.clone()
+    }
+
+    /// The credential to send: only with `health.authenticate`.
+    fn sent(&self) -> Option<&Credentials> {
+        self.shared.as_ref().filter(|_| self.health.authenticate)
     }
 
     async fn attempt(&self) -> Result<(), String> {
         TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| io_reason(&e))?;
-        let mut req = self.http.get(self.url.clone());
-        if let Some(creds) = &self.creds {
-            match creds.token.current().await {
+        let mut req = self.http().get(self.url.clone());
+        if let Some(creds) = self.sent() {
+            match creds.token().await {
                 Ok(Some(token)) => req = req.bearer_auth(token),
                 Ok(None) => {}
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let resp = req.send().await.map_err(|e| transport_reason(&e))?;
+        let mut resp = req.send().await.map_err(|e| transport_reason(&e))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(|e| transport_reason(&e))?;
+        let body = read_capped(&mut resp, MAX_BODY)
+            .await
+            .map_err(|e| transport_reason(&e))?
+            .map_err(|_| {
+                format!(
+                    "{} {status}: answer larger than {} MiB, not read (is health.endpoint a kube-apiserver?)",
+                    self.url.path(),
+                    MAX_BODY >> 20
+                )
+            })?;
+        let body = String::from_utf8_lossy(&body);
         let path = self.url.path();
-        let who = self.creds.as_ref().map_or("no credential", |c| c.source());
+        let who = self
+            .sent()
+            .map_or_else(|| "anonymous requests".to_string(), Credentials::source);
         match status {
             200 if body.trim() == "ok" => Ok(()),
             200 => Err(format!("body {:?}", short(&body))),
+            401 if self.sent().is_none() => Err(format!(
+                "{path} 401: the API server refuses anonymous requests (--anonymous-auth=false); set health.authenticate: true to send the k8s credential"
+            )),
             401 => Err(format!(
                 "{path} 401: the API server rejected the credential from {who}"
             )),
             403 => Err(format!(
                 "{path} 403: the credential from {who} lacks RBAC get on nonResourceURLs [\"{path}\"] (system:public-info-viewer grants it to everyone by default; was that binding removed?)"
+            )),
+            300..=399 => Err(format!(
+                "{path} {status}: a redirect, not followed; health.endpoint must be the API server's own /readyz"
             )),
             _ => Err(format!("{path} {status}{}", failed_checks(&body))),
         }
@@ -153,9 +188,46 @@ fn short(s: &str) -> String {
     }
 }
 
+/// The probe's HTTP client: CA from `health.ca_cert`, else the credential's;
+/// the credential's certificate only with `health.authenticate`.
+fn build(
+    health: &Health,
+    ca_file: Option<&(Vec<u8>, String)>,
+    creds: Option<&Credentials>,
+) -> Result<reqwest::Client, HealthError> {
+    let loaded = creds.map(Credentials::current);
+    let (ca_pem, ca_origin) = match (ca_file, &loaded) {
+        (Some((pem, origin)), _) => (Some(pem.as_slice()), origin.clone()),
+        (None, Some(c)) => (c.ca_pem.as_deref(), c.ca_origin.clone()),
+        (None, None) => (None, "none".to_string()),
+    };
+    let config = tls::client_config(TlsSettings {
+        ca_pem,
+        ca_origin: &ca_origin,
+        server_name: &health.tls_server_name,
+        insecure: health.insecure_skip_tls_verify,
+        identity: loaded
+            .as_ref()
+            .filter(|_| health.authenticate)
+            .and_then(|c| c.identity.clone()),
+    })?;
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .no_proxy()
+        .http1_only()
+        // A fresh connection per probe: each probe proves the server
+        // still accepts TCP and completes a TLS handshake.
+        .pool_max_idle_per_host(0)
+        // A redirect would send the probe (and, with health.authenticate,
+        // the token) somewhere else.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| HealthError::Setup(crate::kube::KubeError::BuildClient(e.to_string())))
+}
+
 fn transport_reason(e: &reqwest::Error) -> String {
     if let Some(t) = find_rustls_error(e) {
-        return format!("TLS: {t}");
+        return format!("TLS: {}", tls::explain(t));
     }
     match find_io_error(e) {
         Some(io) => io_reason(io),

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::KubeError;
 use super::tls::ClientIdentity;
+use super::yaml::yaml_error;
 use crate::config::{Credential, K8s};
 
 /// Directory of the pod's service account.
@@ -26,6 +27,17 @@ pub(crate) enum Token {
 }
 
 impl Token {
+    /// Checks now that a token file is readable and not empty (for
+    /// `check-config`; the daemon reads it before each request).
+    pub(crate) fn check(&self) -> Result<(), KubeError> {
+        if let Self::File(path) = self {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| read_error("token file", path, &e))?;
+            token_in(path, &text)?;
+        }
+        Ok(())
+    }
+
     /// The current token, `None` when there is none.
     pub(crate) async fn current(&self) -> Result<Option<String>, KubeError> {
         match self {
@@ -35,25 +47,28 @@ impl Token {
                 let text = tokio::fs::read_to_string(path)
                     .await
                     .map_err(|e| read_error("token file", path, &e))?;
-                Ok(Some(text.trim().to_string()))
+                Ok(Some(token_in(path, &text)?.to_string()))
             }
         }
     }
 }
 
-/// The loaded credential: CA, client certificate and token, plus a
-/// description of the source for error messages. Shared by the API client and
-/// the health probe.
+/// One reading of the credential: CA, client certificate and token, plus a
+/// description of the source for error messages, and the files it came from
+/// (see [`super::Credentials`], which re-reads them when they change).
 #[derive(Clone)]
-pub struct Credentials {
+pub(crate) struct Loaded {
     pub(crate) ca_pem: Option<Vec<u8>>,
     pub(crate) ca_origin: String,
     pub(crate) identity: Option<ClientIdentity>,
     pub(crate) token: Token,
     pub(crate) source: String,
+    /// Files whose content this reading depends on (token files excluded:
+    /// they are read before each request anyway).
+    pub(crate) files: Vec<PathBuf>,
 }
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material or tokens.
         f.debug_struct("Credentials")
@@ -64,10 +79,10 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
+impl Loaded {
     /// Loads the credential `k8s` names (files are read now; token files are
     /// read again before each request).
-    pub fn load(k8s: &K8s) -> Result<Self, KubeError> {
+    pub(crate) fn load(k8s: &K8s) -> Result<Self, KubeError> {
         let mut creds = match &k8s.credential {
             Credential::None => Self::anonymous("no credential"),
             Credential::Token(t) => Self {
@@ -84,6 +99,7 @@ impl Credentials {
         if let Some(ca) = &k8s.ca_cert {
             creds.ca_pem = Some(read_file("CA bundle (k8s.ca_cert)", ca)?);
             creds.ca_origin = ca.display().to_string();
+            creds.files.push(ca.clone());
         }
         Ok(creds)
     }
@@ -95,13 +111,32 @@ impl Credentials {
             identity: None,
             token: Token::None,
             source: source.to_string(),
+            files: Vec::new(),
         }
     }
+}
 
-    /// Where the credential came from, e.g. `kubeconfig /etc/kubernetes/admin.conf (user kubernetes-admin)`.
-    pub fn source(&self) -> &str {
-        &self.source
+/// The token a token file holds: its text without surrounding whitespace,
+/// which must be one word (a token never holds spaces or line breaks, and an
+/// HTTP header cannot carry them). Errors never quote the file.
+fn token_in<'a>(path: &Path, text: &'a str) -> Result<&'a str, KubeError> {
+    let token = text.trim();
+    let bad = |reason: &str| KubeError::ReadFile {
+        what: "token file".into(),
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    if token.is_empty() {
+        return Err(bad(
+            "the file is empty; expected the bearer token on one line",
+        ));
     }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad(
+            "the token holds spaces, line breaks or control characters; expected the bearer token alone on one line",
+        ));
+    }
+    Ok(token)
 }
 
 fn read_error(what: &str, path: &Path, e: &std::io::Error) -> KubeError {
@@ -118,17 +153,18 @@ pub(crate) fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, KubeError> {
 }
 
 /// The service account's token (re-read per request) and CA in `dir`.
-pub(crate) fn load_in_cluster(dir: &Path) -> Result<Credentials, KubeError> {
+pub(crate) fn load_in_cluster(dir: &Path) -> Result<Loaded, KubeError> {
     let token = dir.join("token");
     let ca = dir.join("ca.crt");
     // Read once now so a missing mount fails at start, not at the first request.
     read_file("service account token", &token)?;
-    Ok(Credentials {
+    Ok(Loaded {
         ca_pem: Some(read_file("service account CA", &ca)?),
         ca_origin: ca.display().to_string(),
         identity: None,
         token: Token::File(token),
         source: format!("in-cluster service account {}", dir.display()),
+        files: vec![ca],
     })
 }
 
@@ -183,15 +219,24 @@ struct User {
 
 /// Loads the current context of a kubeconfig. Its `server` is not used:
 /// ha-vip talks to `k8s.api_server` (admin.conf points at the VIP itself).
-pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
+pub(crate) fn load_kubeconfig(path: &Path) -> Result<Loaded, KubeError> {
     let bad = |reason: String| KubeError::Kubeconfig {
         path: path.to_path_buf(),
+        at: String::new(),
         reason,
     };
+    let mut files = vec![path.to_path_buf()];
     let bytes = read_file("kubeconfig", path)?;
-    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
-    let kc: Kubeconfig =
-        serde_saphyr::from_str(&text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad("not UTF-8 text; expected a YAML kubeconfig".into()))?;
+    let kc: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| {
+        let (at, reason) = yaml_error(&e);
+        KubeError::Kubeconfig {
+            path: path.to_path_buf(),
+            at,
+            reason,
+        }
+    })?;
     let base = path.parent().unwrap_or(Path::new("/"));
     // Relative paths in a kubeconfig are relative to the kubeconfig's directory.
     let resolve = |p: &Path| {
@@ -268,6 +313,7 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
         ),
         (None, Some(file)) => {
             let file = resolve(file);
+            files.push(file.clone());
             (
                 Some(read_file("kubeconfig certificate-authority", &file)?),
                 file.display().to_string(),
@@ -279,12 +325,18 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
     let source = format!("kubeconfig {} (user {user_name})", path.display());
     let cert = match (&user.client_certificate_data, &user.client_certificate) {
         (Some(d), _) => Some(decode("client-certificate-data", d)?),
-        (None, Some(f)) => Some(read_file("kubeconfig client-certificate", &resolve(f))?),
+        (None, Some(f)) => {
+            files.push(resolve(f));
+            Some(read_file("kubeconfig client-certificate", &resolve(f))?)
+        }
         (None, None) => None,
     };
     let key = match (&user.client_key_data, &user.client_key) {
         (Some(d), _) => Some(decode("client-key-data", d)?),
-        (None, Some(f)) => Some(read_file("kubeconfig client-key", &resolve(f))?),
+        (None, Some(f)) => {
+            files.push(resolve(f));
+            Some(read_file("kubeconfig client-key", &resolve(f))?)
+        }
         (None, None) => None,
     };
     let identity = match (cert, key) {
@@ -306,12 +358,13 @@ pub(crate) fn load_kubeconfig(path: &Path) -> Result<Credentials, KubeError> {
             "user {user_name:?} has neither a client certificate nor a token; expected client-certificate(-data)/client-key(-data), token or tokenFile"
         )));
     }
-    Ok(Credentials {
+    Ok(Loaded {
         ca_pem,
         ca_origin,
         identity,
         token,
         source,
+        files,
     })
 }
 
@@ -378,6 +431,28 @@ mod tests {
         assert!(
             e.contains("neither a client certificate nor a token"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn yaml_errors_quote_nothing_of_the_file() {
+        use crate::kube::redact_quoted;
+        let dir = tempfile::tempdir().unwrap();
+        let kc = write(
+            dir.path(),
+            "kc.yaml",
+            "current-context: x\nusers:\n- name: u\n  user:\n    token: SEKRET-ONE\n    token: SEKRET-TWO\n",
+        );
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(!e.contains("SEKRET"), "{e}");
+        assert!(e.contains("kc.yaml:6:5: token is set twice"), "{e}");
+        let kc = write(dir.path(), "kc2.yaml", "users: []\n---\nusers: []\n");
+        let e = load_kubeconfig(&kc).unwrap_err().to_string();
+        assert!(e.contains("kc2.yaml:3:1: a second YAML document"), "{e}");
+        assert!(!e.contains("from_str_multiple"), "{e}");
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "SEKRET", expected x"#),
+            r#"invalid type: string "<value withheld>", expected x"#
         );
     }
 

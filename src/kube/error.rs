@@ -44,7 +44,7 @@ impl Operation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KubeError {
     /// A credential or CA file could not be read.
-    #[error("failed to read {what} {path}: {reason}")]
+    #[error("failed to read {what} {}: {reason}", path.display())]
     ReadFile {
         /// What the file is (token file, CA bundle...).
         what: String,
@@ -54,10 +54,12 @@ pub enum KubeError {
         reason: String,
     },
     /// The kubeconfig is unusable.
-    #[error("kubeconfig {path}: {reason}")]
+    #[error("kubeconfig {}{at}: {reason}", path.display())]
     Kubeconfig {
         /// The kubeconfig file.
         path: PathBuf,
+        /// `:LINE:COLUMN` of the problem, or empty.
+        at: String,
         /// What is wrong and what to do.
         reason: String,
     },
@@ -67,6 +69,14 @@ pub enum KubeError {
         /// Which certificate or key.
         what: String,
         /// Parser message.
+        reason: String,
+    },
+    /// A certificate or key is well-formed PEM but cannot be used.
+    #[error("invalid {what}: {reason}")]
+    Certificate {
+        /// Which certificate or key.
+        what: String,
+        /// What is wrong with it and how to fix it.
         reason: String,
     },
     /// The HTTP client could not be built.

@@ -5,9 +5,13 @@
 //! verifies the certificate as `k8s.tls_server_name`. Every request has a
 //! timeout shorter than the lease's renew deadline ([`request_timeout`]).
 
+mod body;
 mod credential;
 mod error;
+mod rotation;
 pub(crate) mod tls;
+mod x509;
+mod yaml;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +20,15 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use body::MAX_BODY;
+pub(crate) use body::read_capped;
+use body::{Lines, too_large};
+pub use credential::IN_CLUSTER_DIR;
 pub(crate) use credential::read_file;
-pub use credential::{Credentials, IN_CLUSTER_DIR};
 pub use error::{KubeError, Operation};
+pub use rotation::{CHECK_PERIOD, Credentials, EXPIRY_WARNING, describe_subject};
+pub use x509::CertInfo;
+pub(crate) use yaml::redact_quoted;
 
 use crate::config::{Config, K8s};
 
@@ -35,10 +45,13 @@ pub struct KubeClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// The HTTP client and the credential generation it was built for.
+    http: std::sync::Mutex<(u64, reqwest::Client)>,
     base: reqwest::Url,
     creds: Credentials,
     timeout: Duration,
+    tls_server_name: String,
+    insecure: bool,
 }
 
 impl std::fmt::Debug for KubeClient {
@@ -82,22 +95,53 @@ impl KubeClient {
                 "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified; anyone on the path can impersonate it"
             );
         }
-        let tls = tls::client_config(tls::TlsSettings {
-            ca_pem: creds.ca_pem.as_deref(),
-            ca_origin: &creds.ca_origin,
-            server_name: &k8s.tls_server_name,
-            insecure: k8s.insecure_skip_tls_verify,
-            identity: creds.identity.clone(),
-        })?;
-        let http = http_client(tls, timeout)?;
+        let generation = creds.generation();
+        let http = build_http(
+            &creds.current(),
+            k8s.insecure_skip_tls_verify,
+            &k8s.tls_server_name,
+            timeout,
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                http: std::sync::Mutex::new((generation, http)),
                 base,
                 creds,
                 timeout,
+                tls_server_name: k8s.tls_server_name.clone(),
+                insecure: k8s.insecure_skip_tls_verify,
             }),
         })
+    }
+
+    /// The HTTP client for the current credential: the credential's files
+    /// are checked (at most every few seconds) and, when they changed, the
+    /// next requests use a client with the new certificate, key and CA.
+    /// Open connections (a watch) keep the old one until they close.
+    fn http(&self) -> reqwest::Client {
+        let creds = &self.inner.creds;
+        creds.refresh();
+        let generation = creds.generation();
+        let mut http = self
+            .inner
+            .http
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if http.0 != generation {
+            match build_http(
+                &creds.current(),
+                self.inner.insecure,
+                &self.inner.tls_server_name,
+                self.inner.timeout,
+            ) {
+                Ok(client) => *http = (generation, client),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the reloaded credential; still using the previous one");
+                    http.0 = generation;
+                }
+            }
+        }
+        http.1.clone()
     }
 
     /// The timeout of each request.
@@ -158,11 +202,11 @@ impl KubeClient {
                 req = req.json(body);
             }
             let resp = req.send().await.map_err(|e| self.transport_error(op, &e))?;
-            let resp = self.check_status(op, resp).await?;
-            let bytes = resp
-                .bytes()
+            let mut resp = self.check_status(op, resp).await?;
+            let bytes = read_capped(&mut resp, MAX_BODY)
                 .await
-                .map_err(|e| self.transport_error(op, &e))?;
+                .map_err(|e| self.transport_error(op, &e))?
+                .map_err(|_| too_large(op, "the answer"))?;
             serde_json::from_slice(&bytes).map_err(|e| KubeError::InvalidJson {
                 op: op.clone(),
                 reason: e.to_string(),
@@ -202,9 +246,9 @@ impl KubeClient {
             })?;
         let this = self.clone();
         let op = op.clone();
-        let stream = futures::stream::unfold(
-            (resp, Vec::<u8>::new(), false),
-            move |(mut resp, mut buf, done)| {
+        let lines = Lines::default();
+        let stream =
+            futures::stream::unfold((resp, lines, false), move |(mut resp, mut lines, done)| {
                 let this = this.clone();
                 let op = op.clone();
                 async move {
@@ -212,32 +256,37 @@ impl KubeClient {
                         return None;
                     }
                     loop {
-                        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = buf.drain(..=pos).collect();
-                            if line.iter().all(u8::is_ascii_whitespace) {
-                                continue;
-                            }
-                            let item =
-                                serde_json::from_slice(&line).map_err(|e| KubeError::InvalidJson {
-                                    op: op.clone(),
-                                    reason: e.to_string(),
+                        match lines.next_line() {
+                            Some(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                            Some(line) => {
+                                let item = serde_json::from_slice(&line).map_err(|e| {
+                                    KubeError::InvalidJson {
+                                        op: op.clone(),
+                                        reason: e.to_string(),
+                                    }
                                 });
-                            return Some((item, (resp, buf, false)));
+                                return Some((item, (resp, lines, false)));
+                            }
+                            None if lines.pending() > MAX_BODY => {
+                                // Ends the watch: the caller opens a new one.
+                                let e = too_large(&op, "a watch event line");
+                                return Some((Err(e), (resp, lines, true)));
+                            }
+                            None => {}
                         }
                         match resp.chunk().await {
-                            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                            Ok(Some(chunk)) => lines.push(&chunk),
                             Err(e) => {
                                 return Some((
                                     Err(this.transport_error(&op, &e)),
-                                    (resp, buf, true),
+                                    (resp, lines, true),
                                 ));
                             }
                             Ok(None) => return None,
                         }
                     }
                 }
-            },
-        );
+            });
         Ok(stream.boxed())
     }
 
@@ -256,11 +305,10 @@ impl KubeClient {
                 reason: format!("cannot build the URL for {path}: {e}"),
             })?;
         let mut req = self
-            .inner
-            .http
+            .http()
             .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(token) = self.inner.creds.token.current().await? {
+        if let Some(token) = self.inner.creds.token().await? {
             req = req.bearer_auth(token);
         }
         Ok(req)
@@ -275,9 +323,15 @@ impl KubeClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.bytes().await.unwrap_or_default();
+        let mut resp = resp;
+        // Only the first MAX_BODY bytes of an error answer are read.
+        let body = match read_capped(&mut resp, MAX_BODY).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => b"(error answer larger than 1 MiB, not read)".to_vec(),
+            Err(_) => Vec::new(),
+        };
         let message = status_message(&body);
-        let credential = self.inner.creds.source().to_string();
+        let credential = self.inner.creds.source();
         let op = op.clone();
         Err(match status.as_u16() {
             401 => KubeError::Unauthorized {
@@ -305,6 +359,24 @@ impl KubeClient {
     }
 }
 
+/// An HTTP client presenting `loaded`'s certificate and verifying the
+/// server with its CA.
+fn build_http(
+    loaded: &credential::Loaded,
+    insecure: bool,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<reqwest::Client, KubeError> {
+    let tls = tls::client_config(tls::TlsSettings {
+        ca_pem: loaded.ca_pem.as_deref(),
+        ca_origin: &loaded.ca_origin,
+        server_name,
+        insecure,
+        identity: loaded.identity.clone(),
+    })?;
+    http_client(tls, timeout)
+}
+
 /// The HTTP client both the API client and the probe use: HTTP/1.1 over the
 /// given TLS configuration, no proxy (the API server is local), TCP keepalive
 /// so a silently dead watch connection is noticed.
@@ -319,6 +391,9 @@ pub(crate) fn http_client(
         .connect_timeout(connect_timeout)
         .tcp_keepalive(Duration::from_secs(5))
         .tcp_nodelay(true)
+        // Never follow a redirect: it would carry the request, and reqwest
+        // keeps the bearer token on a redirect to the same host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| KubeError::BuildClient(error_chain(&e)))
 }
@@ -348,7 +423,7 @@ pub(crate) fn classify(server: &str, op: &Operation, e: &reqwest::Error) -> Kube
     if let Some(tls) = find_rustls_error(e) {
         return KubeError::Tls {
             server: server.to_string(),
-            reason: tls.to_string(),
+            reason: tls::explain(tls),
         };
     }
     if e.is_connect() {

@@ -10,49 +10,109 @@ use std::sync::Arc;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use super::KubeError;
+use super::x509::{self, CertInfo};
 
-/// A client certificate chain and its private key.
-#[derive(Debug)]
+/// A client certificate chain, its private key and what the certificate
+/// says about itself.
+#[derive(Debug, Clone)]
 pub(crate) struct ClientIdentity {
-    pub(crate) chain: Vec<CertificateDer<'static>>,
-    pub(crate) key: PrivateKeyDer<'static>,
+    pub(crate) certified: Arc<CertifiedKey>,
+    pub(crate) info: CertInfo,
 }
 
-impl Clone for ClientIdentity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
-}
+/// What to do about a key rustls' ring provider cannot sign with.
+const KEY_TYPES: &str = "supported keys are ECDSA P-256 or P-384, Ed25519 and RSA 2048 to 8192 bits (PKCS#1, PKCS#8 or SEC1 PEM); reissue the key, e.g. openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256";
 
 impl ClientIdentity {
     /// Parses a PEM certificate chain and a PEM private key; `what` names
-    /// their origin in errors.
+    /// their origin in errors. The certificate is read by [`x509::parse`],
+    /// not by webpki, so an X.509 v1 certificate (which kubectl and the API
+    /// server accept) is accepted too; the key must match its public key.
     pub(crate) fn from_pem(cert: &[u8], key: &[u8], what: &str) -> Result<Self, KubeError> {
+        let cert_what = format!("client certificate of {what}");
         let chain = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| KubeError::Pem {
-                what: format!("client certificate of {what}"),
-                reason: e.to_string(),
-            })?;
-        if chain.is_empty() {
+            .map_err(|e| pem_error(&cert_what, &e))?;
+        let Some(end_entity) = chain.first() else {
             return Err(KubeError::Pem {
-                what: format!("client certificate of {what}"),
+                what: cert_what,
                 reason: "no CERTIFICATE block found".into(),
             });
-        }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| KubeError::Pem {
-            what: format!("client key of {what}"),
-            reason: e.to_string(),
+        };
+        let info = x509::parse(end_entity).map_err(|reason| KubeError::Certificate {
+            what: cert_what.clone(),
+            reason: format!("not a readable X.509 certificate ({reason})"),
         })?;
-        Ok(Self { chain, key })
+        let key_what = format!("client key of {what}");
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_error(&key_what, &e))?;
+        let signer =
+            provider()
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| KubeError::Certificate {
+                    what: key_what.clone(),
+                    reason: format!(
+                        "cannot sign with this key ({}); {KEY_TYPES}",
+                        short_rustls(&e)
+                    ),
+                })?;
+        if let Some(public) = signer.public_key() {
+            if public.as_ref() != info.spki.as_slice() {
+                return Err(KubeError::Certificate {
+                    what: key_what,
+                    reason: "the key does not belong to the client certificate (their public keys differ); use the key the certificate was issued for".into(),
+                });
+            }
+        }
+        Ok(Self {
+            certified: Arc::new(CertifiedKey::new(chain, signer)),
+            info,
+        })
+    }
+}
+
+/// A PEM error in words that quote nothing of the file: a malformed
+/// `-----BEGIN` line may hold anything, a pasted token included.
+pub(crate) fn pem_error(what: &str, e: &rustls_pki_types::pem::Error) -> KubeError {
+    use rustls_pki_types::pem::Error as E;
+    let reason = match e {
+        E::MissingSectionEnd { .. } => "a -----BEGIN line has no matching -----END line",
+        E::IllegalSectionStart { .. } => "a line starting with -----BEGIN is malformed",
+        E::Base64Decode(_) => "the text between -----BEGIN and -----END is not valid base64",
+        E::NoItemsFound => "no PEM block of the expected kind found",
+        E::SectionTooLarge => "a PEM block is too large",
+        _ => "unreadable PEM",
+    };
+    KubeError::Pem {
+        what: what.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// rustls' handshake error, with what to do for the server certificate
+/// shapes webpki refuses although Go clients accept them.
+pub(crate) fn explain(e: &rustls::Error) -> String {
+    let text = e.to_string();
+    if text.contains("UnsupportedCertVersion") {
+        return format!(
+            "{text}: the server's certificate is X.509 v1 (no extensions), which rustls does not accept from a server; reissue it as v3 with its names, e.g. openssl x509 -req ... -extfile <(printf 'subjectAltName=DNS:kubernetes,IP:127.0.0.1')"
+        );
+    }
+    text
+}
+
+/// rustls' error without its Debug-formatted internals where a plain
+/// sentence exists.
+fn short_rustls(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::General(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -92,13 +152,13 @@ pub(crate) fn client_config(s: TlsSettings<'_>) -> Result<rustls::ClientConfig, 
         let mut roots = RootCertStore::empty();
         let mut found = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| KubeError::Pem {
+            let cert = cert.map_err(|e| pem_error(&format!("CA bundle {}", s.ca_origin), &e))?;
+            roots.add(cert).map_err(|e| KubeError::Certificate {
                 what: format!("CA bundle {}", s.ca_origin),
-                reason: e.to_string(),
-            })?;
-            roots.add(cert).map_err(|e| KubeError::Pem {
-                what: format!("CA bundle {}", s.ca_origin),
-                reason: e.to_string(),
+                reason: format!(
+                    "a certificate cannot be used as a trust anchor ({}); expected the CA certificate that signed the API server's certificate",
+                    short_rustls(&e)
+                ),
             })?;
             found += 1;
         }
@@ -129,12 +189,11 @@ pub(crate) fn client_config(s: TlsSettings<'_>) -> Result<rustls::ClientConfig, 
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let mut config = match s.identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .map_err(|e| KubeError::Pem {
-                what: "client certificate and key".into(),
-                reason: e.to_string(),
-            })?,
+        // Not `with_client_auth_cert`: it re-parses the certificate with
+        // webpki, which refuses X.509 v1; `from_pem` checked the key match.
+        Some(id) => {
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(id.certified)))
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -153,6 +153,7 @@ pub struct Metrics {
     lease_request_duration: Family<OpLabels, Histogram>,
     renew_failures: Counter,
     announcements: [Arc<AtomicU64>; 2],
+    client_cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -169,6 +170,12 @@ impl Metrics {
             Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let renew_failures = Counter::default();
         let announcements = [Arc::default(), Arc::default()];
+        let client_cert_expiry = Gauge::default();
+        registry.register(
+            "ha_vip_client_certificate_expiry_timestamp_seconds",
+            "End of validity (notAfter, Unix time) of the client certificate in use; 0 without one",
+            client_cert_expiry.clone(),
+        );
 
         registry.register(
             "ha_vip_is_leader",
@@ -248,7 +255,17 @@ impl Metrics {
             lease_request_duration,
             renew_failures,
             announcements,
+            client_cert_expiry,
         }
+    }
+
+    /// Sets `ha_vip_client_certificate_expiry_timestamp_seconds` (`None`:
+    /// no client certificate).
+    pub fn set_client_cert_expiry(&self, not_after: Option<std::time::SystemTime>) {
+        let secs = not_after
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.client_cert_expiry.set(secs);
     }
 
     /// Sets `ha_vip_is_leader`.
@@ -321,5 +338,27 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding metrics into a String");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::Metrics;
+
+    #[test]
+    fn client_certificate_expiry_is_a_unix_time_and_0_without_one() {
+        let m = Metrics::new(&[]);
+        let name = "ha_vip_client_certificate_expiry_timestamp_seconds";
+        assert!(m.encode().contains(&format!("\n{name} 0\n")));
+        m.set_client_cert_expiry(Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)));
+        assert!(
+            m.encode().contains(&format!("\n{name} 1900000000\n")),
+            "{}",
+            m.encode()
+        );
+        m.set_client_cert_expiry(None);
+        assert!(m.encode().contains(&format!("\n{name} 0\n")));
     }
 }

@@ -13,6 +13,6 @@ pub use crate::role::{Role, TransitionReason};
 pub use http::{MetricsError, MetricsServer};
 pub use metrics::{AnnounceFamily, LeaseOp, Metrics};
 pub use status::{
-    Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus, print_status,
-    render_status, running_daemon, write_status,
+    ClientCertificate, Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus,
+    print_status, render_status, running_daemon, write_status,
 };

@@ -168,6 +168,18 @@ pub struct Status {
     pub pid: u32,
     /// ha-vip version.
     pub version: String,
+    /// The client certificate in use, if the credential has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// The client certificate the daemon presents to the API server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    /// Subject, e.g. `CN=ha-vip-node`.
+    pub subject: String,
+    /// End of validity.
+    pub not_after: Timestamp,
 }
 
 impl Status {
@@ -190,6 +202,7 @@ impl Status {
             last_transition: None,
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            client_certificate: None,
         }
     }
 
@@ -469,6 +482,17 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         ),
     };
     lines.push(("last transition", last));
+    if let Some(c) = &status.client_certificate {
+        let left = match c.not_after.system_time().duration_since(now) {
+            Ok(d) if d.as_secs() >= 86_400 => format!("in {} days", d.as_secs() / 86_400),
+            Ok(d) => format!("in {}h", d.as_secs() / 3600),
+            Err(_) => "EXPIRED".to_owned(),
+        };
+        lines.push((
+            "client certificate",
+            format!("{}, expires {} ({left})", c.subject, clock(c.not_after)),
+        ));
+    }
 
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
@@ -575,5 +599,27 @@ mod tests {
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(0));
         assert!(!process_alive(u32::MAX));
+    }
+
+    #[test]
+    fn the_client_certificate_and_its_expiry_are_shown() {
+        let mut s = Status::new("cp1", &[], at(1_000_000));
+        assert!(!render_status(&s, at(1_000_000)).contains("client certificate"));
+        s.client_certificate = Some(ClientCertificate {
+            subject: "CN=ha-vip-node".into(),
+            not_after: Timestamp::new(at(1_000_000 + 12 * 86_400 + 60)),
+        });
+        let out = render_status(&s, at(1_000_000));
+        assert!(
+            out.contains(
+                "client certificate: CN=ha-vip-node, expires 1970-01-24 13:47:40 UTC (in 12 days)"
+            ),
+            "{out}"
+        );
+        let later = render_status(&s, at(1_000_000 + 13 * 86_400));
+        assert!(later.contains("(EXPIRED)"), "{later}");
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -117,18 +117,27 @@ impl Resolver<'_> {
 
     fn node_name(&self, leaf: &Leaf<String>) -> Result<String, ConfigError> {
         let Some(s) = leaf else {
-            return hostname().map_err(|e| {
+            // The kubelet's default node name: the host name in lower case.
+            let host = hostname().map_err(|e| {
                 self.err(
                     TOP,
                     format!("node_name is not set and the host name cannot be read ({e}); expected node_name: <this node's name>"),
                 )
-            });
+            })?;
+            let host = host.to_ascii_lowercase();
+            return match dns1123_subdomain(&host) {
+                Ok(()) => Ok(host),
+                Err(why) => Err(self.err(
+                    TOP,
+                    format!("node_name is not set and the host name {host:?} is not a valid Kubernetes node name ({why}); set node_name: to this node's name as kubectl get nodes shows it"),
+                )),
+            };
         };
         let v = s.value.trim();
-        if v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if let Err(why) = dns1123_subdomain(v) {
             return Err(self.err(
                 at(s),
-                format!("node_name: {:?} is not a usable holder identity; expected a node name such as cp1 (1-253 characters, no spaces)", s.value),
+                format!("node_name: {:?} is not a valid Kubernetes node name ({why}); expected the node's name as kubectl get nodes shows it, e.g. cp1", s.value),
             ));
         }
         Ok(v.to_string())
@@ -152,6 +161,34 @@ impl Resolver<'_> {
         }
         Ok(v)
     }
+}
+
+/// Kubernetes' DNS-1123 subdomain rule for node names (the Lease holder
+/// identity and the events' source): at most 253 characters, dot-separated
+/// labels of lower-case letters, digits and '-', each starting and ending
+/// with a letter or digit.
+fn dns1123_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("{} characters, at most 253", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
+        return Err(format!(
+            "{c:?} is not allowed: only lower-case letters, digits, '-' and '.'"
+        ));
+    }
+    for label in name.split('.') {
+        let ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+        if !ok(label.chars().next()) || !ok(label.chars().last()) {
+            return Err("each dot-separated part must start and end with a letter or digit".into());
+        }
+    }
+    Ok(())
 }
 
 fn hostname() -> Result<String, String> {

@@ -15,7 +15,14 @@ impl Resolver<'_> {
         let pos = e.location().map_or(TOP, |l| pos_of(&l));
         let raw = e.to_string();
         let first = raw.lines().next().unwrap_or("invalid YAML").trim();
-        let msg = strip_location_suffix(first);
+        let msg = crate::kube::redact_quoted(strip_location_suffix(first));
+        let msg = msg.as_str();
+        if matches!(e, Error::MultipleDocuments { .. }) {
+            return self.err(
+                pos,
+                "a second YAML document (after a --- line) starts here; expected one document: remove the --- line and what follows",
+            );
+        }
         let is_parse_error = matches!(
             e,
             Error::ExternalMessage { .. } | Error::Eof { .. } | Error::MultipleDocuments { .. }

@@ -132,7 +132,18 @@ impl Resolver<'_> {
             "health.tls_server_name",
             &k8s.tls_server_name,
         )?;
+        let authenticate = h
+            .authenticate
+            .as_ref()
+            .map_or(d::HEALTH_AUTHENTICATE, |s| s.value);
+        if authenticate && matches!(k8s.credential, Credential::None) {
+            return Err(self.err(
+                pos(&h.authenticate),
+                "health.authenticate: true sends the k8s credential, but none is configured; expected a k8s credential (kubeconfig, token_file, token, in_cluster) or authenticate: false",
+            ));
+        }
         Ok(Health {
+            authenticate,
             endpoint,
             interval,
             timeout,
