@@ -388,6 +388,27 @@ fn journal_has_transition_fields(c: &SystemdCluster) {
     let vip = c.lab().vip().to_string();
     let mut leader_seen = false;
     for i in 0..3 {
+        // systemd applied every line of the unit: no setting it ignored or
+        // could not apply on this kernel.
+        let pid1 = String::from_utf8_lossy(
+            &c.nodes[i]
+                .exec(&["journalctl", "--no-pager", "-q", "-o", "cat", "_PID=1"])
+                .stdout,
+        )
+        .into_owned();
+        let complaints: Vec<&str> = pid1
+            .lines()
+            .filter(|l| l.contains("ha-vip.service") && l.to_lowercase().contains("ignor"))
+            .collect();
+        assert!(
+            complaints.is_empty(),
+            "{}: systemd ignored part of the unit:\n{}",
+            c.names[i],
+            complaints.join("\n")
+        );
+        let pid = c.prop(i, "MainPID");
+        let rss = c.nodes[i].sh(&format!("grep VmRSS /proc/{pid}/status"));
+        eprintln!("{}: ha-vip under systemd, {}", c.names[i], rss.trim());
         let lines = c.journal(i, &["-g", "transition", "-o", "cat"]);
         let verbose = c.journal(i, &["-g", "transition", "-o", "verbose"]);
         let n = lines.lines().count();

@@ -42,7 +42,8 @@ const BOOT_BOUND: Duration = Duration::from_secs(90);
 /// One booted (or bootable) container. Dropping it kills the container and
 /// removes its overlay.
 pub struct Container {
-    /// Machine name (also the container's hostname).
+    /// Machine name and hostname (need not be unique: the container is
+    /// not registered with systemd-machined).
     pub name: String,
     /// The node's network namespace (under /run/netns) the container joins.
     pub netns: String,
@@ -121,6 +122,9 @@ impl Container {
         let root = self.root();
         let id = format!("{:032x}\n", rand_u128());
         fs::write(root.join("etc/machine-id"), id).map_err(|e| format!("machine-id: {e}"))?;
+        // systemd sets the hostname from this file: journal lines say "cp1".
+        fs::write(root.join("etc/hostname"), format!("{}\n", self.name))
+            .map_err(|e| format!("hostname: {e}"))?;
         let units = root.join("etc/systemd/system");
         fs::create_dir_all(&units).map_err(|e| format!("{}: {e}", units.display()))?;
         let mut masked: Vec<String> = MASKED.iter().map(|s| s.to_string()).collect();

@@ -87,7 +87,7 @@ impl SystemdCluster {
             .iter()
             .zip(&names)
             .map(|(ns, name)| {
-                Container::create(&format!("{}-{name}", bed.lab.prefix), ns, &binds)
+                Container::create(name, ns, &binds)
                     .unwrap_or_else(|e| panic!("{name}: {e}"))
             })
             .collect();
