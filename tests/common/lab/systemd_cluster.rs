@@ -87,8 +87,7 @@ impl SystemdCluster {
             .iter()
             .zip(&names)
             .map(|(ns, name)| {
-                Container::create(name, ns, &binds)
-                    .unwrap_or_else(|e| panic!("{name}: {e}"))
+                Container::create(name, ns, &binds).unwrap_or_else(|e| panic!("{name}: {e}"))
             })
             .collect();
         // Boot and install on every node at once.
