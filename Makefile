@@ -2,7 +2,7 @@
 #
 #   make deps    install what the tests need (Debian bookworm, as root)
 #   make check   what CI checks: rustfmt, clippy (warnings denied), all tests,
-#                package-check
+#                package-check, systemd-check
 #   make test    all tests only (except the systemd suite)
 #   make systemd-check  the systemd suite: the .deb in booted containers (root)
 #   make demo    the newcomer's demo
