@@ -2,8 +2,9 @@
 #
 #   make deps    install what the tests need (Debian bookworm, as root)
 #   make check   what CI checks: rustfmt, clippy (warnings denied), all tests,
-#                package-check
-#   make test    all tests only
+#                package-check, systemd-check
+#   make test    all tests only (except the systemd suite)
+#   make systemd-check  the systemd suite: the .deb in booted containers (root)
 #   make demo    the newcomer's demo
 #   make build / make release
 #   make deb / make rpm   the packages (cargo-deb, cargo-generate-rpm)
@@ -23,7 +24,8 @@ APT_PACKAGES := \
 	lintian \
 	man-db \
 	rpm \
-	systemd
+	systemd \
+	systemd-container
 #   iproute2         ip netns / ip addr: the data-plane tests check the kernel with it
 #   procps           pgrep/ps for tests that start and stop processes
 #   openssl          throwaway CAs and certificates for TLS tests
@@ -35,6 +37,8 @@ APT_PACKAGES := \
 #   man-db           package-check reads the installed ha-vip(8) with man
 #   rpm              package-check inspects the .rpm (rpm -qp) and installs it
 #                    into a scratch root
+#   systemd-container  systemd-nspawn: systemd-check, the demo and the bench
+#                    boot a real systemd per lab node (tests/systemd_nspawn.rs)
 
 # Packaging tools, installed by `make deps` when missing (about 1 and 3
 # minutes of compiling on 2 cores).
@@ -57,7 +61,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
 # Test support that builds or fetches heavier prerequisites, run by `make deps`.
 KUBE_APISERVER_SH := tests/support/kube-apiserver.sh
 
-.PHONY: all deps check fmt-check clippy test build release docs deb rpm package-check demo bench-failover kube-apiserver clean
+.PHONY: all deps check fmt-check clippy test build release docs deb rpm package-check systemd-check demo bench-failover kube-apiserver clean
 
 all: check
 
@@ -80,8 +84,9 @@ deps:
 	fi
 
 # package-check needs root (dpkg -i); it adds a release build (about 3
-# minutes from scratch on 2 cores) and about 40 s of its own.
-check: fmt-check clippy test package-check
+# minutes from scratch on 2 cores) and about 40 s of its own. systemd-check
+# reuses that build's .deb.
+check: fmt-check clippy test package-check systemd-check
 
 fmt-check:
 	$(CARGO) fmt --check
@@ -90,8 +95,17 @@ clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
 # The ci profile (.config/nextest.toml): no retries, no fail-fast, generous timeouts.
+# The systemd suite needs the .deb: systemd-check runs it.
+SYSTEMD_TESTS := binary(/^systemd_nspawn$$/)
 test:
-	$(CARGO) nextest run --workspace --profile ci
+	$(CARGO) nextest run --workspace --profile ci -E 'not $(SYSTEMD_TESTS)'
+
+# The .deb under test in three booted systemd containers (systemd-nspawn) on
+# the lab's node namespaces: systemctl, journalctl, dpkg -i, apt-get purge.
+# Needs root and systemd-container (make deps). It fails, never skips, when
+# the .deb is missing.
+systemd-check: deb
+	HAVIP_DEB=$(abspath $(DEB)) $(CARGO) nextest run --workspace --profile ci -E '$(SYSTEMD_TESTS)'
 
 build:
 	$(CARGO) build
@@ -99,19 +113,21 @@ build:
 release:
 	$(CARGO) build --release
 
-# The failover demo: real kube-apiserver, three node namespaces, a handover.
-# Needs root (network namespaces) and the cached kube-apiserver (built once).
-demo: kube-apiserver
-	$(CARGO) build -q --bin ha-vip --example demo
-	$(CARGO) run -q --example demo
+# The failover demo: real kube-apiserver, three node namespaces each booting
+# systemd with the .deb installed, systemctl/journalctl and a handover.
+# Needs root, systemd-container and the cached kube-apiserver (make deps).
+demo: kube-apiserver deb
+	$(CARGO) build -q --example demo
+	HAVIP_DEB=$(abspath $(DEB)) $(CARGO) run -q --example demo
 
 # Every fault scenario RUNS times (default 5) and the idle footprint over
 # IDLE seconds: prints the table reported on the issues.
 RUNS ?= 5
 IDLE ?= 60
-bench-failover: kube-apiserver
+# Then the same scenarios under systemd (the .deb in booted containers).
+bench-failover: kube-apiserver deb
 	$(CARGO) build -q --release --bin ha-vip --example bench_failover
-	$(CARGO) run -q --release --example bench_failover -- $(RUNS) $(IDLE)
+	HAVIP_DEB=$(abspath $(DEB)) $(CARGO) run -q --release --example bench_failover -- $(RUNS) $(IDLE)
 
 kube-apiserver:
 	@bash $(KUBE_APISERVER_SH) build >/dev/null

@@ -1,7 +1,10 @@
 //! `make bench-failover`: every scenario of the fault matrix N times (default
 //! 5) against a three-node lab with the real kube-apiserver, measured by the
 //! lab's own meters; then one daemon's idle footprint and the API request
-//! rate, read from /proc and from the API server's own metrics.
+//! rate, read from /proc and from the API server's own metrics. Then every
+//! scenario again with the .deb under a real systemd (systemd-nspawn
+//! containers, `HAVIP_DEB` set by `make bench-failover`), driven with
+//! systemctl.
 //!
 //! Usage: bench_failover [RUNS] [IDLE_SECONDS]
 
@@ -10,14 +13,20 @@ mod apiserver;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::lab::cluster::{Cluster, Outcome, Scenario};
+use common::lab::systemd_cluster::{SystemdCluster, deb_under_test};
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let idle: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    // Checked first: the systemd rows need the .deb (make bench-failover).
+    let Some(deb) = deb_under_test() else {
+        std::process::exit(1)
+    };
     let Some(mut cluster) = Cluster::start(3) else {
         std::process::exit(1)
     };
@@ -30,35 +39,88 @@ fn main() {
     println!("\n| scenario | runs | median outage | max outage | max overlap | median VIP moved |");
     println!("|---|---|---|---|---|---|");
     for scenario in Scenario::ALL {
-        let mut results: Vec<Outcome> = Vec::new();
-        for _ in 0..runs {
-            match cluster.run(scenario) {
-                Ok(o) => results.push(o),
-                Err(e) => eprintln!("{}: {e}", scenario.name()),
-            }
-        }
-        let ms = |d: Duration| d.as_millis();
-        let mut outages: Vec<Duration> = results.iter().map(|o| o.outage).collect();
-        let mut moved: Vec<Duration> = results.iter().map(|o| o.recovered).collect();
-        outages.sort();
-        moved.sort();
-        let median = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
-        let max_overlap = results.iter().map(|o| o.overlap).max().unwrap_or_default();
-        println!(
-            "| {} | {}/{} | {} ms | {} ms | {} ms | {} |",
-            scenario.name(),
-            results.len(),
-            runs,
-            ms(median(&outages)),
-            ms(outages.last().copied().unwrap_or_default()),
-            ms(max_overlap),
-            if scenario.moves() {
-                format!("{} ms", ms(median(&moved)))
-            } else {
-                "stays".to_string()
-            }
-        );
+        let results: Vec<Outcome> = (0..runs)
+            .filter_map(|_| {
+                cluster
+                    .run(scenario)
+                    .map_err(|e| eprintln!("{}: {e}", scenario.name()))
+                    .ok()
+            })
+            .collect();
+        row(scenario.name(), scenario, runs, &results);
     }
+    drop(cluster);
+    under_systemd(runs, &deb);
+}
+
+/// The same scenarios with the .deb under a real systemd in three booted
+/// containers, driven with systemctl: the crash row includes systemd
+/// running ExecStopPost=ha-vip release and restarting the service.
+fn under_systemd(runs: usize, deb: &Path) {
+    let Some(c) = SystemdCluster::start(3, deb) else {
+        std::process::exit(1)
+    };
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..3 {
+            let c = &c;
+            s.spawn(move || c.systemctl(i, &["start", "ha-vip"]));
+        }
+    });
+    let ready = t0.elapsed();
+    c.wait_holder(Duration::from_secs(40), Duration::from_secs(1))
+        .expect("a first holder under systemd");
+    eprintln!(
+        "under systemd: systemctl start on 3 nodes returned (READY=1) after {} ms, first stable holder after {} ms",
+        ready.as_millis(),
+        t0.elapsed().as_millis()
+    );
+    for scenario in Scenario::ALL {
+        let results: Vec<Outcome> = (0..runs)
+            .filter_map(|_| {
+                c.run(scenario)
+                    .map_err(|e| eprintln!("systemd {}: {e}", scenario.name()))
+                    .ok()
+            })
+            .collect();
+        let name = match scenario {
+            Scenario::Planned => "systemd: systemctl stop".to_string(),
+            Scenario::Crash => "systemd: kill -s KILL, ExecStopPost, Restart=".to_string(),
+            Scenario::Freeze => "systemd: kill -s STOP 8 s".to_string(),
+            other => format!("systemd: {}", other.name()),
+        };
+        row(&name, scenario, runs, &results);
+    }
+    for i in 0..3 {
+        let pid = c.prop(i, "MainPID");
+        let rss = c.nodes[i].sh(&format!("grep VmRSS /proc/{pid}/status"));
+        eprintln!("under systemd: {} ha-vip {}", c.names[i], rss.trim());
+    }
+}
+
+/// One table row from `results` of `runs` attempts.
+fn row(name: &str, scenario: Scenario, runs: usize, results: &[Outcome]) {
+    let ms = |d: Duration| d.as_millis();
+    let mut outages: Vec<Duration> = results.iter().map(|o| o.outage).collect();
+    let mut moved: Vec<Duration> = results.iter().map(|o| o.recovered).collect();
+    outages.sort();
+    moved.sort();
+    let median = |v: &[Duration]| v.get(v.len() / 2).copied().unwrap_or_default();
+    let max_overlap = results.iter().map(|o| o.overlap).max().unwrap_or_default();
+    println!(
+        "| {} | {}/{} | {} ms | {} ms | {} ms | {} |",
+        name,
+        results.len(),
+        runs,
+        ms(median(&outages)),
+        ms(outages.last().copied().unwrap_or_default()),
+        ms(max_overlap),
+        if scenario.moves() {
+            format!("{} ms", ms(median(&moved)))
+        } else {
+            "stays".to_string()
+        }
+    );
 }
 
 /// RSS and CPU of one daemon, and lease requests per second per node, over

@@ -16,6 +16,8 @@ pub mod forward;
 pub mod meter;
 pub mod netns;
 pub mod node;
+pub mod nspawn;
+pub mod systemd_cluster;
 pub mod testbed;
 
 use std::net::Ipv4Addr;
