@@ -48,6 +48,16 @@ pub enum Event {
     VipFailed,
     /// SIGTERM or SIGINT: hand over and stop.
     Shutdown,
+    /// The machine slept: CLOCK_BOOTTIME passed the fence, or ran ahead of
+    /// the monotonic clock. Our fence and the kernel's VIP lifetimes stood
+    /// still meanwhile, so neither can be trusted: the VIPs go first, and no
+    /// lease write sent before now counts.
+    Slept,
+    /// logind announced a suspend: hand over (VIPs, then Lease) and stay
+    /// out of the election until [`Event::Resumed`].
+    Suspending,
+    /// logind announced the resume: campaign again once healthy.
+    Resumed,
 }
 
 /// Something the daemon must do, in the order returned.
@@ -90,6 +100,11 @@ pub struct Machine {
     retry_at: Option<Instant>,
     /// The last campaign wish sent to the elector.
     campaigning: bool,
+    /// Between [`Event::Suspending`] and [`Event::Resumed`]: do not campaign.
+    suspended: bool,
+    /// When a sleep was last noticed: a lease write sent before it may be
+    /// older than the monotonic clock says, so it grants nothing.
+    slept_at: Option<Instant>,
 }
 
 /// How long a node whose VIP could not be added stays out of the election.
@@ -107,6 +122,8 @@ impl Machine {
             vips_set: false,
             retry_at: None,
             campaigning: false,
+            suspended: false,
+            slept_at: None,
         }
     }
 
@@ -163,7 +180,7 @@ impl Machine {
             Event::Health { healthy } => {
                 self.healthy = healthy;
                 if healthy {
-                    if self.role == Role::Follower && self.retry_at.is_none() {
+                    if self.role == Role::Follower && self.retry_at.is_none() && !self.suspended {
                         self.campaign(true, &mut out);
                     }
                 } else {
@@ -186,7 +203,7 @@ impl Machine {
             Event::Deadline => {
                 if self.retry_at.is_some_and(|r| now >= r) {
                     self.retry_at = None;
-                    if self.healthy && self.role == Role::Follower {
+                    if self.healthy && self.role == Role::Follower && !self.suspended {
                         self.campaign(true, &mut out);
                     }
                 }
@@ -210,6 +227,32 @@ impl Machine {
                     self.campaign(false, &mut out);
                 }
             }
+            Event::Slept => {
+                self.slept_at = Some(now);
+                if self.role == Role::Leader {
+                    self.lose(Reason::Suspended, &mut out);
+                }
+            }
+            Event::Suspending => {
+                if self.role != Role::Stopping {
+                    if self.role == Role::Leader {
+                        self.lose(Reason::Suspending, &mut out);
+                    }
+                    self.suspended = true;
+                    self.retry_at = None;
+                    self.campaign(false, &mut out);
+                }
+            }
+            Event::Resumed => {
+                // Whatever was sent before the suspend is stale.
+                self.slept_at = Some(now);
+                if self.suspended {
+                    self.suspended = false;
+                    if self.healthy && self.role == Role::Follower {
+                        self.campaign(true, &mut out);
+                    }
+                }
+            }
         }
         out
     }
@@ -225,6 +268,9 @@ impl Machine {
             // Raced with a health loss or a VIP failure (a write that was in
             // flight when we gave up): give the lease back.
             Role::Follower if !self.campaigning => self.campaign(false, out),
+            // Sent before a sleep we noticed since: its fence is on a clock
+            // that stood still, so it may have passed already.
+            _ if self.slept_at.is_some_and(|s| sent_at < s) => {}
             Role::Leader => {
                 self.fence = Some(self.fence.map_or(fence, |f| f.max(fence)));
                 self.set_vips(now, out);

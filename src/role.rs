@@ -63,6 +63,11 @@ pub enum TransitionReason {
     VipFailed,
     /// SIGTERM / SIGINT: graceful shutdown.
     Shutdown,
+    /// The machine slept while holding the VIP: on waking, the VIPs were
+    /// removed because the fence's clock had stood still.
+    Suspended,
+    /// logind announced a suspend: VIPs removed and Lease released first.
+    Suspending,
 }
 
 impl TransitionReason {
@@ -76,6 +81,8 @@ impl TransitionReason {
             Self::LeaseLost => "lease_lost",
             Self::VipFailed => "vip_failed",
             Self::Shutdown => "shutdown",
+            Self::Suspended => "suspended",
+            Self::Suspending => "suspending",
         }
     }
 
@@ -89,6 +96,8 @@ impl TransitionReason {
             Self::LeaseLost => "lease held by another node",
             Self::VipFailed => "VIP could not be held on the interface",
             Self::Shutdown => "shutting down",
+            Self::Suspended => "the machine slept; VIPs removed on waking",
+            Self::Suspending => "the machine is about to sleep; handed over",
         }
     }
 }

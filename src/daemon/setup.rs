@@ -1,7 +1,7 @@
 //! Building the daemon's parts, and tearing them down.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -39,6 +39,9 @@ pub enum SetupError {
     /// The metrics endpoint could not listen.
     #[error("{0}")]
     Metrics(#[from] MetricsError),
+    /// The CLOCK_BOOTTIME timer could not be created.
+    #[error("{0}")]
+    Sleep(#[from] crate::sleep::BootClockError),
 }
 
 /// The tasks and handles the daemon owns.
@@ -165,6 +168,8 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let control = spawn_control(&cfg, &metrics, false)?;
     let (health, health_reports) = spawn_health(&cfg, control.creds.as_ref(), false)?;
 
+    // A suspend waits for the handover at most as long as shutdown does.
+    let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
     Ok(Daemon {
@@ -196,6 +201,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         announcing: false,
         vip_until: None,
         release_blocked: None,
+        sleep,
         cfg,
     })
 }
