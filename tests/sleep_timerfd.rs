@@ -1,0 +1,87 @@
+//! The real CLOCK_BOOTTIME timerfd: it fires at the absolute boot time it was
+//! armed for (read independently with clock_gettime), fires at once for a
+//! deadline already passed (what the kernel does on resume when the fence
+//! passed during the suspend), and a re-arm or disarm replaces the old one.
+
+use std::future::poll_fn;
+use std::time::Duration;
+
+use ha_vip::sleep::{BootClock, SleepWatch, TimerFdClock, Wake};
+use nix::time::{ClockId, clock_gettime};
+
+fn boottime() -> Duration {
+    Duration::from(clock_gettime(ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME"))
+}
+
+/// Generous: the machine is shared by many builds.
+const LATE: Duration = Duration::from_millis(250);
+
+async fn fired(clock: &mut TimerFdClock) {
+    poll_fn(|cx| clock.poll_fired(cx)).await;
+}
+
+#[tokio::test]
+async fn timerfd_fires_at_the_absolute_boot_time() {
+    let mut clock = TimerFdClock::new().expect("timerfd on CLOCK_BOOTTIME");
+    let at = boottime() + Duration::from_millis(400);
+    clock.arm(Some(at)).unwrap();
+    fired(&mut clock).await;
+    let now = boottime();
+    assert!(now >= at, "fired {:?} early", at - now);
+    assert!(now < at + LATE, "fired {:?} late", now - at);
+    assert!((clock.now().as_nanos() as i128 - now.as_nanos() as i128).abs() < 50_000_000);
+}
+
+#[tokio::test]
+async fn a_deadline_already_passed_fires_at_once() {
+    let mut clock = TimerFdClock::new().unwrap();
+    let t = std::time::Instant::now();
+    clock
+        .arm(Some(boottime() - Duration::from_secs(10)))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), fired(&mut clock))
+        .await
+        .expect("a passed absolute deadline fires at once");
+    assert!(t.elapsed() < LATE, "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn rearming_replaces_and_disarming_cancels() {
+    let mut clock = TimerFdClock::new().unwrap();
+    clock
+        .arm(Some(boottime() + Duration::from_millis(200)))
+        .unwrap();
+    let later = boottime() + Duration::from_millis(700);
+    clock.arm(Some(later)).unwrap();
+    fired(&mut clock).await;
+    assert!(boottime() >= later, "the first deadline still fired");
+    clock
+        .arm(Some(boottime() + Duration::from_millis(200)))
+        .unwrap();
+    clock.arm(None).unwrap();
+    let r = tokio::time::timeout(Duration::from_millis(600), fired(&mut clock)).await;
+    assert!(r.is_err(), "a disarmed timer fired");
+}
+
+/// The daemon's use of it: a monotonic fence 500 ms ahead becomes a boot-time
+/// deadline 500 ms ahead, and the watch reports it passed on time.
+#[tokio::test]
+async fn the_watch_reports_the_fence_on_the_real_boot_clock() {
+    let mut watch = SleepWatch::new(TimerFdClock::new().unwrap());
+    let start = boottime();
+    watch
+        .arm(Some(
+            tokio::time::Instant::now() + Duration::from_millis(500),
+        ))
+        .unwrap();
+    let at = watch.boot_fence().expect("armed");
+    assert!(
+        at >= start + Duration::from_millis(490) && at <= boottime() + Duration::from_millis(500)
+    );
+    let woke = tokio::time::timeout(Duration::from_secs(3), watch.woke())
+        .await
+        .expect("the boot-time fence fired");
+    assert_eq!(woke, Wake::FencePassed);
+    let now = boottime();
+    assert!(now >= at && now < at + LATE, "{:?} vs {:?}", now, at);
+}
