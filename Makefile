@@ -23,7 +23,8 @@ APT_PACKAGES := \
 	lintian \
 	man-db \
 	rpm \
-	systemd
+	systemd \
+	dbus
 #   iproute2         ip netns / ip addr: the data-plane tests check the kernel with it
 #   procps           pgrep/ps for tests that start and stop processes
 #   openssl          throwaway CAs and certificates for TLS tests
@@ -35,6 +36,8 @@ APT_PACKAGES := \
 #   man-db           package-check reads the installed ha-vip(8) with man
 #   rpm              package-check inspects the .rpm (rpm -qp) and installs it
 #                    into a scratch root
+#   dbus             dbus-daemon: tests/sleep_logind.rs runs a private bus with
+#                    a logind stand-in for the sleep inhibitor
 
 # Packaging tools, installed by `make deps` when missing (about 1 and 3
 # minutes of compiling on 2 cores).
