@@ -2,8 +2,15 @@
 //! armed for (read independently with clock_gettime), fires at once for a
 //! deadline already passed (what the kernel does on resume when the fence
 //! passed during the suspend), and a re-arm or disarm replaces the old one.
+//!
+//! On a machine that never slept CLOCK_BOOTTIME equals CLOCK_MONOTONIC, so
+//! the same checks also run in a time namespace whose CLOCK_BOOTTIME is
+//! 1000 s ahead (`unshare --time --boottime 1000`, what a machine that slept
+//! 1000 s looks like): a timer or a conversion on the wrong clock is off by
+//! 1000 s there.
 
 use std::future::poll_fn;
+use std::process::Command;
 use std::time::Duration;
 
 use ha_vip::sleep::{BootClock, SleepWatch, TimerFdClock, Wake};
@@ -84,4 +91,63 @@ async fn the_watch_reports_the_fence_on_the_real_boot_clock() {
     assert_eq!(woke, Wake::FencePassed);
     let now = boottime();
     assert!(now >= at && now < at + LATE, "{:?} vs {:?}", now, at);
+}
+
+/// Both clocks' offset, then the fire-time checks, in whatever time
+/// namespace this process runs in. Run on its own by the test below.
+#[tokio::test]
+async fn boot_clock_checks_in_this_time_namespace() {
+    let mono = Duration::from(clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap());
+    let offset = boottime().saturating_sub(mono);
+    println!("boottime-monotonic={}", offset.as_secs());
+    let t = std::time::Instant::now();
+    let mut clock = TimerFdClock::new().unwrap();
+    clock
+        .arm(Some(boottime() + Duration::from_millis(400)))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), fired(&mut clock))
+        .await
+        .expect("the timer runs on CLOCK_BOOTTIME");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(400) + LATE,
+        "{took:?}"
+    );
+    let mut watch = SleepWatch::new(TimerFdClock::new().unwrap());
+    let t = std::time::Instant::now();
+    watch
+        .arm(Some(
+            tokio::time::Instant::now() + Duration::from_millis(500),
+        ))
+        .unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(3), watch.woke())
+        .await
+        .expect("the boot fence fired");
+    assert_eq!(woke, Wake::FencePassed);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(500) + LATE,
+        "{took:?}"
+    );
+}
+
+#[test]
+fn in_a_time_namespace_with_boottime_1000s_ahead_the_timer_still_fires_on_time() {
+    let out = Command::new("unshare")
+        .args(["--time", "--boottime", "1000"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "boot_clock_checks_in_this_time_namespace",
+            "--nocapture",
+        ])
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("boottime-monotonic=1000") && stdout.contains("1 passed"),
+        "{stdout}\n{stderr}"
+    );
 }
