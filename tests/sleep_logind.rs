@@ -4,9 +4,21 @@
 //! end of a pipe, as logind does, and it emits PrepareForSleep), and the real
 //! `ha-vip run` on two nodes against the real kube-apiserver.
 //!
-//! A real systemd-logind needs a booted systemd (and /sys/power/state to
-//! offer a sleep state) and cannot run here; the systemd helper's nspawn
-//! containers are where that path can be tested: see docs/operations.md.
+//! The real systemd-logind also runs on the private bus (it starts without
+//! a booted systemd, only logging that org.freedesktop.systemd1 is absent):
+//! the second test checks that the daemon holds a real sleep delay
+//! inhibitor, and that it goes with the daemon. logind cannot announce a
+//! suspend here (no sleep state in /sys/power/state, no systemd to start
+//! suspend.target), so PrepareForSleep comes from the stand-in. The real
+//! path end to end needs a booted systemd (the nspawn containers of issue
+//! 12): with ha-vip the holder there and `systemctl mask
+//! systemd-suspend.service` (the job runs, nothing sleeps),
+//! `systemd-inhibit --list --mode=delay` lists ha-vip; `systemctl suspend`
+//! (with a sleep state offered, e.g. SuspendState=freeze) must log
+//! `the machine is about to sleep` and `handed over; letting the machine
+//! sleep` in that order, with the VIP off the interface and the Lease on
+//! another holder before the second line, then `the machine resumed` and a
+//! new entry in `systemd-inhibit --list`.
 //!
 //! The order is checked by freezing the holder (SIGSTOP) the moment the
 //! stand-in sees its inhibitor closed: whatever the daemon had done before
@@ -90,6 +102,56 @@ fn bus_config(socket: &Path) -> String {
 "#,
         socket.display()
     )
+}
+
+/// The real systemd-logind on `bus`, killed when dropped.
+struct RealLogind(Child);
+
+impl RealLogind {
+    async fn start(bus: &Bus) -> (Self, zbus::Proxy<'static>) {
+        let child = Command::new("/usr/lib/systemd/systemd-logind")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("systemd-logind (Debian package systemd)");
+        let me = RealLogind(child);
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the private bus");
+        let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+        let name = zbus::names::BusName::try_from(LOGIND).unwrap();
+        let t = Instant::now();
+        while !dbus.name_has_owner(name.clone()).await.unwrap() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "systemd-logind did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let proxy = zbus::Proxy::new_owned(conn, LOGIND, MANAGER_PATH, MANAGER_INTERFACE)
+            .await
+            .unwrap();
+        (me, proxy)
+    }
+}
+
+impl Drop for RealLogind {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+type Inhibitor = (String, String, String, String, u32, u32);
+
+async fn inhibitors(logind: &zbus::Proxy<'_>) -> Vec<Inhibitor> {
+    logind
+        .call("ListInhibitors", &())
+        .await
+        .expect("ListInhibitors")
 }
 
 /// One Inhibit call the stand-in answered.
@@ -299,4 +361,55 @@ async fn serial_sleep_logind_hands_over_before_the_inhibitor_is_closed() {
     for log in [sleeper.log_text(), standby.log_text()] {
         assert!(!log.contains("panicked"), "{log}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_sleep_real_logind_grants_the_delay_inhibitor_for_the_daemon_s_life() {
+    let Some(api) = apiserver::ApiServer::start() else {
+        return;
+    };
+    let bus = Bus::start();
+    let (_logind, logind) = RealLogind::start(&bus).await;
+    assert_eq!(inhibitors(&logind).await, vec![]);
+    let bed = Testbed::new(&api, 1, "realsleep");
+    let mut node = bed.node(0, "r1", FAST_HEALTH);
+    node.env
+        .push(("DBUS_SYSTEM_BUS_ADDRESS".into(), bus.address.clone()));
+    node.start();
+    let pid = node.pid().expect("pid").as_raw() as u32;
+    let t = Instant::now();
+    let held = loop {
+        let list = inhibitors(&logind).await;
+        if !list.is_empty() || t.elapsed() > Duration::from_secs(15) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (what, who, why, mode) = INHIBIT;
+    assert_eq!(
+        held,
+        vec![(what.into(), who.into(), why.into(), mode.into(), 0, pid)],
+        "log:\n{}",
+        node.log_text()
+    );
+    // It is the daemon's, not a copy that outlives it.
+    node.signal(Signal::SIGTERM);
+    assert_eq!(
+        node.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        node.log_text()
+    );
+    let t = Instant::now();
+    while !inhibitors(&logind).await.is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "inhibitor outlived the daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        node.log_text()
+            .contains("holding a systemd-logind sleep delay inhibitor")
+    );
 }
