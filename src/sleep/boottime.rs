@@ -26,6 +26,9 @@ use tokio::time::Instant;
 /// one after the other on a loaded machine.
 pub const SLEEP_TOLERANCE: Duration = Duration::from_millis(100);
 
+/// How far apart the two clock reads of one check may be.
+const READ_SKEW: Duration = Duration::from_millis(5);
+
 /// Why the boot-time clock could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BootClockError {
@@ -227,18 +230,36 @@ impl<C: BootClock> SleepWatch<C> {
     /// Checks both clocks now: the boot-time fence first, then the gap
     /// between the clocks' progress since the last check.
     pub fn check(&mut self) -> Option<Wake> {
-        let now = (Instant::now(), self.clock.now());
+        let now = self.read_both();
         let boot_passed = now.1.saturating_sub(self.last.1);
         let mono_passed = now.0.saturating_duration_since(self.last.0);
         self.last = now;
         if self.boot_fence.is_some_and(|f| now.1 >= f) {
-            // Fired once: the machine drops the fence, and `arm` re-arms
-            // for the next one.
             self.boot_fence = None;
-            return Some(Wake::FencePassed);
+            // Both clocks past the fence: the ordinary deadline, which the
+            // monotonic timer reports (reason renew_deadline). Only a
+            // monotonic fence still ahead means the machine slept.
+            if self.fence.is_some_and(|m| now.0 < m) {
+                return Some(Wake::FencePassed);
+            }
         }
         let gap = boot_passed.saturating_sub(mono_passed);
         (gap > self.tolerance).then_some(Wake::Slept { gap })
+    }
+
+    /// Both clocks at (nearly) one instant: a read pair that took longer
+    /// than [`READ_SKEW`] (the thread was preempted between the reads) is
+    /// taken again, so a busy machine does not look like one that slept.
+    fn read_both(&self) -> (Instant, Duration) {
+        let mut pair = (Instant::now(), self.clock.now());
+        for _ in 0..3 {
+            let after = Instant::now();
+            if after.saturating_duration_since(pair.0) <= READ_SKEW {
+                break;
+            }
+            pair = (after, self.clock.now());
+        }
+        pair
     }
 
     /// Checks the clocks on every poll (that is, on every wake-up of the
