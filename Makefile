@@ -25,7 +25,8 @@ APT_PACKAGES := \
 	man-db \
 	rpm \
 	systemd \
-	systemd-container
+	systemd-container \
+	dbus
 #   iproute2         ip netns / ip addr: the data-plane tests check the kernel with it
 #   procps           pgrep/ps for tests that start and stop processes
 #   openssl          throwaway CAs and certificates for TLS tests
@@ -39,6 +40,8 @@ APT_PACKAGES := \
 #                    into a scratch root
 #   systemd-container  systemd-nspawn: systemd-check, the demo and the bench
 #                    boot a real systemd per lab node (tests/systemd_nspawn.rs)
+#   dbus             dbus-daemon: tests/sleep_logind.rs runs a private bus with
+#                    a logind stand-in for the sleep inhibitor
 
 # Packaging tools, installed by `make deps` when missing (about 1 and 3
 # minutes of compiling on 2 cores).

@@ -17,5 +17,6 @@ pub mod logging;
 pub mod machine;
 pub mod observe;
 pub mod role;
+pub mod sleep;
 pub mod systemd;
 pub mod vip;

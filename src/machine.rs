@@ -57,6 +57,16 @@ pub enum Event {
         /// Carrier present (and the link administratively up).
         up: bool,
     },
+    /// The machine slept: CLOCK_BOOTTIME passed the fence, or ran ahead of
+    /// the monotonic clock. Our fence and the kernel's VIP lifetimes stood
+    /// still meanwhile, so neither can be trusted: the VIPs go first, and no
+    /// lease write sent before now counts.
+    Slept,
+    /// logind announced a suspend: hand over (VIPs, then Lease) and stay
+    /// out of the election until [`Event::Resumed`].
+    Suspending,
+    /// logind announced the resume: campaign again once healthy.
+    Resumed,
 }
 
 /// Something the daemon must do, in the order returned.
@@ -105,6 +115,11 @@ pub struct Machine {
     carrier_back_at: Option<Instant>,
     /// How long a carrier that came back must stay before it counts.
     carrier_buffer: Duration,
+    /// Between [`Event::Suspending`] and [`Event::Resumed`]: do not campaign.
+    suspended: bool,
+    /// When a sleep was last noticed: a lease write sent before it may be
+    /// older than the monotonic clock says, so it grants nothing.
+    slept_at: Option<Instant>,
 }
 
 /// How long a node whose VIP could not be added stays out of the election.
@@ -125,6 +140,8 @@ impl Machine {
             carrier: true,
             carrier_back_at: None,
             carrier_buffer: Duration::ZERO,
+            suspended: false,
+            slept_at: None,
         }
     }
 
@@ -194,7 +211,7 @@ impl Machine {
             Event::Health { healthy } => {
                 self.healthy = healthy;
                 if healthy {
-                    if self.role == Role::Follower && self.retry_at.is_none() && self.carrier {
+                    if self.may_campaign() {
                         self.campaign(true, &mut out);
                     }
                 } else {
@@ -217,7 +234,7 @@ impl Machine {
             Event::Deadline => {
                 if self.retry_at.is_some_and(|r| now >= r) {
                     self.retry_at = None;
-                    if self.healthy && self.carrier && self.role == Role::Follower {
+                    if self.may_campaign() {
                         self.campaign(true, &mut out);
                     }
                 }
@@ -259,6 +276,32 @@ impl Machine {
                     self.campaign(false, &mut out);
                 }
             }
+            Event::Slept => {
+                self.slept_at = Some(now);
+                if self.role == Role::Leader {
+                    self.lose(Reason::Suspended, &mut out);
+                }
+            }
+            Event::Suspending => {
+                if self.role != Role::Stopping {
+                    if self.role == Role::Leader {
+                        self.lose(Reason::Suspending, &mut out);
+                    }
+                    self.suspended = true;
+                    self.retry_at = None;
+                    self.campaign(false, &mut out);
+                }
+            }
+            Event::Resumed => {
+                // Whatever was sent before the suspend is stale.
+                self.slept_at = Some(now);
+                if self.suspended {
+                    self.suspended = false;
+                    if self.may_campaign() {
+                        self.campaign(true, &mut out);
+                    }
+                }
+            }
         }
         out
     }
@@ -274,6 +317,9 @@ impl Machine {
             // Raced with a health loss or a VIP failure (a write that was in
             // flight when we gave up): give the lease back.
             Role::Follower if !self.campaigning => self.campaign(false, out),
+            // Sent before a sleep we noticed since: its fence is on a clock
+            // that stood still, so it may have passed already.
+            _ if self.slept_at.is_some_and(|s| sent_at < s) => {}
             Role::Leader => {
                 self.fence = Some(self.fence.map_or(fence, |f| f.max(fence)));
                 self.set_vips(now, out);
@@ -296,10 +342,21 @@ impl Machine {
         if self.carrier_back_at.is_some_and(|t| now >= t) {
             self.carrier_back_at = None;
             self.carrier = true;
-            if self.healthy && self.role == Role::Follower && self.retry_at.is_none() {
+            if self.may_campaign() {
                 self.campaign(true, out);
             }
         }
+    }
+
+    /// Whether a follower may compete for the lease now: stable-healthy, a
+    /// VIP interface with a carrier, not backing off after a VIP failure,
+    /// not suspended.
+    fn may_campaign(&self) -> bool {
+        self.role == Role::Follower
+            && self.healthy
+            && self.carrier
+            && self.retry_at.is_none()
+            && !self.suspended
     }
 
     /// Leaves leadership: the VIPs go first.

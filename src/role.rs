@@ -65,6 +65,11 @@ pub enum TransitionReason {
     Shutdown,
     /// The VIP interface lost its carrier or vanished; the lease was given up.
     CarrierLost,
+    /// The machine slept while holding the VIP: on waking, the VIPs were
+    /// removed because the fence's clock had stood still.
+    Suspended,
+    /// logind announced a suspend: VIPs removed and Lease released first.
+    Suspending,
 }
 
 impl TransitionReason {
@@ -79,6 +84,8 @@ impl TransitionReason {
             Self::VipFailed => "vip_failed",
             Self::Shutdown => "shutdown",
             Self::CarrierLost => "carrier_lost",
+            Self::Suspended => "suspended",
+            Self::Suspending => "suspending",
         }
     }
 
@@ -93,6 +100,8 @@ impl TransitionReason {
             Self::VipFailed => "VIP could not be held on the interface",
             Self::Shutdown => "shutting down",
             Self::CarrierLost => "VIP interface lost carrier",
+            Self::Suspended => "the machine slept; VIPs removed on waking",
+            Self::Suspending => "the machine is about to sleep; handed over",
         }
     }
 }

@@ -75,10 +75,13 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
 
     let ended = loop {
         let deadline = d.machine.next_deadline();
+        d.sleep_pass();
         tokio::select! {
             // The fence deadline comes first: removing the VIP in time is the
-            // whole point.
+            // whole point. A sleep first of all: it means our fence's clock
+            // stood still, so the deadline below may long have passed.
             biased;
+            ev = d.sleep.next() => d.on_sleep(ev).await,
             () = sleep_until_opt(deadline) => d.step(Event::Deadline).await,
             () = sleep_until_opt(d.release_blocked.map(|_| Instant::now() + REMOVAL_RETRY)) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
@@ -165,6 +168,8 @@ pub(crate) struct Daemon {
     /// Set when removing the VIPs failed: the lease is not released before
     /// this instant unless a retried removal succeeds.
     pub(crate) release_blocked: Option<Instant>,
+    /// The fence on CLOCK_BOOTTIME and the logind sleep inhibitor.
+    pub(crate) sleep: crate::sleep::Sleep,
 }
 
 impl Daemon {
@@ -249,6 +254,43 @@ impl Daemon {
                 tracing::warn!(interface = %self.cfg.interface, "netlink notifications overran; re-reading the interface");
             }
             NetEvent::VipRemoved(_) => {}
+        }
+    }
+
+    /// Suspend and resume: see [`crate::sleep`].
+    async fn on_sleep(&mut self, ev: crate::sleep::SleepEvent) {
+        use crate::sleep::SleepEvent;
+        match ev {
+            SleepEvent::Woke(w) if self.machine.role() == Role::Leader => {
+                tracing::warn!(interface = %self.cfg.interface, "the machine slept while holding the VIPs ({w}); removing them before anything else");
+                self.step(Event::Slept).await;
+            }
+            SleepEvent::Woke(w) => {
+                tracing::info!("the machine slept ({w})");
+                self.step(Event::Slept).await;
+            }
+            SleepEvent::Suspending => self.step(Event::Suspending).await,
+            SleepEvent::Resumed => {
+                tracing::info!("the machine resumed; campaigning again once healthy");
+                self.step(Event::Resumed).await;
+            }
+            SleepEvent::HandoverTimedOut => tracing::warn!(
+                "the handover before sleep did not finish in time; letting the machine sleep (standbys take over when the Lease expires)"
+            ),
+        }
+    }
+
+    /// On every loop pass: keep the boot-time fence on the machine's fence,
+    /// and let a waiting suspend go once the VIPs are gone and the Lease is
+    /// no longer ours.
+    fn sleep_pass(&mut self) {
+        self.sleep.arm(self.machine.fence());
+        if self.sleep.suspending()
+            && !self.machine.vips_set()
+            && self.release_blocked.is_none()
+            && self.holder.as_deref() != Some(self.cfg.node_name.as_str())
+        {
+            self.sleep.handed_over();
         }
     }
 

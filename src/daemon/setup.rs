@@ -1,7 +1,7 @@
 //! Building the daemon's parts, and tearing them down.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -41,6 +41,9 @@ pub enum SetupError {
     /// The metrics endpoint could not listen.
     #[error("{0}")]
     Metrics(#[from] MetricsError),
+    /// The CLOCK_BOOTTIME timer could not be created.
+    #[error("{0}")]
+    Sleep(#[from] crate::sleep::BootClockError),
 }
 
 /// The tasks and handles the daemon owns.
@@ -194,6 +197,8 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let (health, health_reports) = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
 
+    // A suspend waits for the handover at most as long as shutdown does.
+    let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
     Ok(Daemon {
@@ -225,6 +230,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         announcing: false,
         vip_until: None,
         release_blocked: None,
+        sleep,
         cfg,
     })
 }

@@ -395,3 +395,117 @@ fn a_zero_buffer_carrier_counts_at_once_and_shutdown_ignores_it() {
     assert!(m.step(Event::Carrier { up: false }, t0 + ms(3)).is_empty());
     assert_eq!(m.role(), Role::Stopping);
 }
+
+/// Suspended 10 s as leader: the monotonic fence (t0 + 2 s) still looks a
+/// second ahead on waking, but the boot-time clock says the machine slept.
+#[test]
+fn slept_removes_vips_first_although_the_monotonic_fence_is_ahead() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    // What the daemon did before: nothing, the monotonic fence is ahead.
+    assert_eq!(m.step(Event::Deadline, t0 + ms(1000)), vec![]);
+    assert!(m.vips_set());
+    let actions = m.step(Event::Slept, t0 + ms(1000));
+    assert_eq!(
+        actions,
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::Suspended
+            },
+        ]
+    );
+    assert!(!m.vips_set());
+    assert_eq!(m.fence(), None);
+}
+
+/// A renew sent before the suspend, answered after it: its fence is on the
+/// clock that stood still, so it must not bring the VIPs back. A renew sent
+/// after waking does.
+#[test]
+fn a_renew_sent_before_the_sleep_grants_nothing() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    m.step(Event::Slept, t0 + ms(800));
+    let actions = m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(500),
+        },
+        t0 + ms(900),
+    );
+    assert_eq!(actions, vec![]);
+    assert_eq!(m.role(), Role::Follower);
+    assert!(!m.vips_set());
+    // Still campaigning: a fresh write may win the lease back.
+    assert!(m.campaigning());
+    let actions = m.step(
+        Event::Renewed {
+            sent_at: t0 + ms(950),
+        },
+        t0 + ms(960),
+    );
+    assert_eq!(
+        actions[0].clone(),
+        Action::Transition {
+            from: Role::Follower,
+            to: Role::Leader,
+            reason: Reason::AcquiredLease
+        }
+    );
+    assert!(m.vips_set());
+}
+
+/// logind announces a suspend: VIPs first, then the lease; no campaign while
+/// asleep even if health reports come in; campaign again on resume.
+#[test]
+fn suspending_hands_over_and_campaigns_again_only_after_resume() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    let actions = m.step(Event::Suspending, t0 + ms(100));
+    assert_eq!(
+        actions,
+        vec![
+            Action::RemoveVips,
+            Action::Transition {
+                from: Role::Leader,
+                to: Role::Follower,
+                reason: Reason::Suspending
+            },
+            Action::Campaign(false),
+        ]
+    );
+    assert_eq!(
+        m.step(Event::Health { healthy: false }, t0 + ms(200)),
+        vec![Action::Campaign(false)]
+    );
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(300)),
+        vec![]
+    );
+    // A write that was in flight is handed back, not used.
+    assert_eq!(
+        m.step(
+            Event::Renewed {
+                sent_at: t0 + ms(90)
+            },
+            t0 + ms(310)
+        ),
+        vec![Action::Campaign(false)]
+    );
+    assert_eq!(m.role(), Role::Follower);
+    assert_eq!(
+        m.step(Event::Resumed, t0 + ms(400)),
+        vec![Action::Campaign(true)]
+    );
+    // Unhealthy on resume: no campaign until healthy.
+    let mut m = leader(t0);
+    m.step(Event::Suspending, t0 + ms(100));
+    m.step(Event::Health { healthy: false }, t0 + ms(200));
+    assert_eq!(m.step(Event::Resumed, t0 + ms(400)), vec![]);
+    assert_eq!(
+        m.step(Event::Health { healthy: true }, t0 + ms(500)),
+        vec![Action::Campaign(true)]
+    );
+}
