@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::Daemon;
-use super::setup::dropped;
+use super::setup::{Io, dropped};
 use crate::announce::Announcer;
 use crate::config::{Config, Vip, defaults};
 use crate::machine::{Action, Event, Reason, Role};
@@ -21,7 +21,7 @@ pub fn list(vips: &[Vip]) -> String {
         .join(", ")
 }
 
-impl Daemon {
+impl<I: Io> Daemon<I> {
     /// Feeds one event to the machine and carries out its actions, and those
     /// of any event an action gives rise to.
     pub(super) async fn step(&mut self, event: Event) {

@@ -9,6 +9,8 @@ mod effects;
 mod metered;
 pub use effects::list;
 mod setup;
+#[cfg(test)]
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,7 @@ use crate::systemd::{Notifier, WatchdogTimer};
 use crate::vip::NetEvent;
 
 pub use setup::SetupError;
+pub(crate) use setup::{Io, Real};
 
 /// Why `ha-vip run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +61,57 @@ const REMOVAL_RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until SIGTERM or SIGINT, then hands over and returns.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
-    let mut sigterm = signal_stream(SignalKind::terminate(), "SIGTERM")?;
-    let mut sigint = signal_stream(SignalKind::interrupt(), "SIGINT")?;
-    let mut sighup = signal_stream(SignalKind::hangup(), "SIGHUP")?;
+    let signals = Signals {
+        term: signal_stream(SignalKind::terminate(), "SIGTERM")?,
+        int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
+        hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
+    };
+    let d = setup::start(config).await?;
+    serve(d, signals, config_path).await
+}
 
-    let mut d = setup::start(config).await?;
+/// The signals the main loop reacts to: the process's own in [`run`],
+/// channels in the simulation.
+pub(crate) struct Signals<S> {
+    pub(crate) term: S,
+    pub(crate) int: S,
+    pub(crate) hup: S,
+}
+
+/// A stream of one kind of signal.
+pub(crate) trait SignalStream: Send {
+    /// The next delivery; `None` when no more can come.
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send;
+}
+
+impl SignalStream for tokio::signal::unix::Signal {
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send {
+        tokio::signal::unix::Signal::recv(self)
+    }
+}
+
+impl SignalStream for tokio::sync::mpsc::UnboundedReceiver<()> {
+    async fn recv(&mut self) -> Option<()> {
+        match tokio::sync::mpsc::UnboundedReceiver::recv(self).await {
+            Some(()) => Some(()),
+            // A dropped sender is no signal: wait for ever, like a process
+            // nobody signals.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The main loop of a started daemon, over whatever I/O it was built with.
+pub(crate) async fn serve<I: Io, S: SignalStream>(
+    mut d: Daemon<I>,
+    signals: Signals<S>,
+    config_path: &Path,
+) -> Result<(), DaemonError> {
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+        hup: mut sighup,
+    } = signals;
     let mut watchdog = WatchdogTimer::new(&d.notifier);
     d.notifier_ready();
     tracing::info!(
@@ -133,10 +182,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// Everything the running daemon owns.
-pub(crate) struct Daemon {
+pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) cfg: Config,
     pub(crate) machine: Machine,
-    pub(crate) parts: setup::Parts,
+    pub(crate) parts: setup::Parts<I>,
     pub(crate) lease_events: tokio::sync::mpsc::Receiver<LeaseEvent>,
     pub(crate) health_reports: tokio::sync::mpsc::Receiver<HealthReport>,
     pub(crate) net_events: tokio::sync::mpsc::UnboundedReceiver<NetEvent>,
@@ -167,7 +216,7 @@ pub(crate) struct Daemon {
     pub(crate) release_blocked: Option<Instant>,
 }
 
-impl Daemon {
+impl<I: Io> Daemon<I> {
     fn notifier_ready(&mut self) {
         self.status.transition(
             crate::observe::Role::Follower,

@@ -16,7 +16,10 @@ use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
 use crate::systemd::SdNotifier;
-use crate::vip::{self, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
+use crate::vip::{
+    self, AddressTable, Cause, CleanupError, Guard, NetEvent, NetlinkAddressTable, VipError,
+    Watcher,
+};
 
 /// A part of the daemon that could not start; each says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +44,30 @@ pub enum SetupError {
     Metrics(#[from] MetricsError),
 }
 
+/// The data-plane I/O a daemon is built over: the kernel's address table
+/// and the announcer. [`Real`] is the production one; the simulation plugs
+/// in a simulated kernel. The lease store and the health probe need no
+/// parameter: they live in tasks of their own (the elector, the health
+/// monitor, built generically over them) and reach the daemon as channels.
+pub(crate) trait Io: 'static {
+    /// Where the VIPs go.
+    type Table: AddressTable + 'static;
+    /// Who tells the neighbours.
+    type Announcer: Announcer + 'static;
+}
+
+/// Netlink and raw sockets: what `ha-vip run` uses.
+pub(crate) struct Real;
+
+impl Io for Real {
+    type Table = NetlinkAddressTable;
+    type Announcer = RawAnnouncer;
+}
+
 /// The tasks and handles the daemon owns.
-pub(crate) struct Parts {
-    pub(crate) table: Arc<NetlinkAddressTable>,
-    pub(crate) announcer: Arc<RawAnnouncer>,
+pub(crate) struct Parts<I: Io = Real> {
+    pub(crate) table: Arc<I::Table>,
+    pub(crate) announcer: Arc<I::Announcer>,
     pub(crate) guard: Guard,
     /// Which VIPs the netlink watcher reports removals of.
     pub(crate) watched: vip::WatchedVips,
@@ -54,7 +77,7 @@ pub(crate) struct Parts {
     metrics_server: Option<JoinHandle<()>>,
 }
 
-impl Parts {
+impl<I: Io> Parts<I> {
     /// Tells the elector whether to compete for (and keep) the lease.
     pub(crate) fn campaign(&self, on: bool) {
         if let Some(c) = &self.campaign {
@@ -108,7 +131,7 @@ impl Parts {
     }
 }
 
-impl Drop for Parts {
+impl<I: Io> Drop for Parts<I> {
     fn drop(&mut self) {
         self.health.abort();
         if let Some(m) = &self.metrics_server {
@@ -121,27 +144,7 @@ impl Drop for Parts {
 pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let notifier = SdNotifier::from_env();
     let table = Arc::new(NetlinkAddressTable::connect(&cfg.interface)?);
-    // We hold no lease yet, so any VIP of ours on the interface is a leftover.
-    match vip::remove_all(table.as_ref(), &cfg.vips).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(
-                interface = %cfg.interface,
-                vips = %super::effects::list(&removed),
-                "removed leftover VIPs at start"
-            );
-        }
-        Ok(_) => {}
-        Err(e)
-            if e.errors
-                .iter()
-                .any(|e| matches!(e.cause(), Cause::NotPermitted)) =>
-        {
-            return Err(e.into());
-        }
-        // A missing interface is not fatal: adding the VIP will fail and
-        // hand the lease to a node that can serve it.
-        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
-    }
+    remove_leftovers(table.as_ref(), &cfg).await?;
     let schedule = Schedule {
         count: cfg.announce.count,
         spacing: cfg.announce.spacing,
@@ -163,41 +166,106 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
 
     let control = spawn_control(&cfg, &metrics, false)?;
-    let (health, health_reports) = spawn_health(&cfg, control.creds.as_ref(), false)?;
-
-    let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
-    let status_writer = StatusWriter::new(cfg.status_file());
-    Ok(Daemon {
-        machine: Machine::new(cfg.lease.renew_deadline),
-        parts: Parts {
+    let health = spawn_health(&cfg, control.creds.as_ref(), false)?;
+    Ok(Daemon::assemble(
+        cfg,
+        Wiring {
             table,
             announcer,
             guard,
+            net_events,
             watched,
-            campaign: Some(control.campaign),
-            elector: Some(control.elector),
+            control,
             health,
+            notifier,
+            metrics,
             metrics_server,
         },
-        creds: control.creds,
-        lease_events: control.events,
-        health_reports,
-        net_events,
-        notifier,
-        status,
-        status_writer,
-        metrics,
-        holder: None,
-        last_probe: String::from("no probe yet"),
-        leader_since: None,
-        last_sd_status: String::new(),
-        announced: Default::default(),
-        vips_up: false,
-        announcing: false,
-        vip_until: None,
-        release_blocked: None,
-        cfg,
-    })
+    ))
+}
+
+/// We hold no lease yet, so any VIP of ours on the interface is a leftover.
+pub(crate) async fn remove_leftovers<T: AddressTable>(
+    table: &T,
+    cfg: &Config,
+) -> Result<(), SetupError> {
+    match vip::remove_all(table, &cfg.vips).await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                interface = %cfg.interface,
+                vips = %super::effects::list(&removed),
+                "removed leftover VIPs at start"
+            );
+        }
+        Ok(_) => {}
+        Err(e)
+            if e.errors
+                .iter()
+                .any(|e| matches!(e.cause(), Cause::NotPermitted)) =>
+        {
+            return Err(e.into());
+        }
+        // A missing interface is not fatal: adding the VIP will fail and
+        // hand the lease to a node that can serve it.
+        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
+    }
+    Ok(())
+}
+
+/// The running parts a daemon is assembled from: the real ones from
+/// [`start`], simulated ones in the simulation.
+pub(crate) struct Wiring<I: Io> {
+    pub(crate) table: Arc<I::Table>,
+    pub(crate) announcer: Arc<I::Announcer>,
+    /// The drift guard over `table` and `announcer`, and its forwarded events.
+    pub(crate) guard: Guard,
+    pub(crate) net_events: mpsc::UnboundedReceiver<NetEvent>,
+    pub(crate) watched: vip::WatchedVips,
+    pub(crate) control: Control,
+    pub(crate) health: (JoinHandle<()>, mpsc::Receiver<HealthReport>),
+    pub(crate) notifier: SdNotifier,
+    pub(crate) metrics: Metrics,
+    pub(crate) metrics_server: Option<JoinHandle<()>>,
+}
+
+impl<I: Io> Daemon<I> {
+    /// A follower that is not campaigning yet, over `w`.
+    pub(crate) fn assemble(cfg: Config, w: Wiring<I>) -> Self {
+        let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
+        let status_writer = StatusWriter::new(cfg.status_file());
+        let (health, health_reports) = w.health;
+        Daemon {
+            machine: Machine::new(cfg.lease.renew_deadline),
+            parts: Parts {
+                table: w.table,
+                announcer: w.announcer,
+                guard: w.guard,
+                watched: w.watched,
+                campaign: Some(w.control.campaign),
+                elector: Some(w.control.elector),
+                health,
+                metrics_server: w.metrics_server,
+            },
+            creds: w.control.creds,
+            lease_events: w.control.events,
+            health_reports,
+            net_events: w.net_events,
+            notifier: w.notifier,
+            status,
+            status_writer,
+            metrics: w.metrics,
+            holder: None,
+            last_probe: String::from("no probe yet"),
+            leader_since: None,
+            last_sd_status: String::new(),
+            announced: Default::default(),
+            vips_up: false,
+            announcing: false,
+            vip_until: None,
+            release_blocked: None,
+            cfg,
+        }
+    }
 }
 
 /// A running elector and what the daemon needs of it.

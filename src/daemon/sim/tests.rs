@@ -1,0 +1,6 @@
+//! The simulation's entry point in CI.
+
+#[test]
+fn random_seeds() {
+    super::run_from_env();
+}
