@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::Daemon;
+use super::{Daemon, REMOVAL_RETRY};
 use super::setup::{Io, dropped};
 use crate::announce::Announcer;
 use crate::config::{Config, Vip, defaults};
@@ -92,9 +92,12 @@ impl<I: Io> Daemon<I> {
             self.status.set_vip_present(v, false);
             self.metrics.set_vip_present(v, false);
         }
-        if !removed {
+        if removed {
+            self.vip_until = None;
+        } else {
             let gone_by = self.vip_until.unwrap_or_else(Instant::now) + defaults::FENCE_MARGIN;
             self.release_blocked = Some(gone_by);
+            self.removal_retry = Some(Instant::now() + REMOVAL_RETRY);
         }
     }
 
@@ -102,17 +105,26 @@ impl<I: Io> Daemon<I> {
     /// again, and lets the release through once the VIPs are gone.
     pub(super) async fn retry_removal(&mut self) {
         let Some(gone_by) = self.release_blocked else {
+            self.removal_retry = None;
             return;
         };
         let removed = self.parts.remove_all(&self.cfg).await;
+        if removed {
+            self.vip_until = None;
+        }
         if removed || Instant::now() >= gone_by {
             if !removed {
                 tracing::info!("the kernel fence has removed our VIPs by now; releasing the lease");
             }
             self.release_blocked = None;
+            self.removal_retry = None;
             if !self.machine.campaigning() {
                 self.parts.campaign(false);
             }
+        } else {
+            // The next try, never later than the instant the fence has
+            // certainly removed them.
+            self.removal_retry = Some((Instant::now() + REMOVAL_RETRY).min(gone_by));
         }
     }
 
@@ -121,6 +133,9 @@ impl<I: Io> Daemon<I> {
     /// call and checked after it ([`vip::set_until`]).
     async fn set_vips(&mut self) -> Option<Event> {
         let until = self.machine.fence()?;
+        // Before any request: an add that fails half-way (or whose answer
+        // we never see) may still have put a VIP on with this fence.
+        self.vip_until = Some(self.vip_until.map_or(until, |u| u.max(until)));
         let mut up = true;
         for &v in &self.cfg.vips {
             match vip::set_until(self.parts.table.as_ref(), v, until).await {
@@ -137,7 +152,6 @@ impl<I: Io> Daemon<I> {
                 }
             }
         }
-        self.vip_until = Some(until);
         if !up {
             return None;
         }

@@ -129,7 +129,9 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             // whole point.
             biased;
             () = sleep_until_opt(deadline) => d.step(Event::Deadline).await,
-            () = sleep_until_opt(d.release_blocked.map(|_| Instant::now() + REMOVAL_RETRY)) => d.retry_removal().await,
+            // A fixed instant, not "200 ms after this pass": events come
+            // more often than that (renewals, probes) and would starve it.
+            () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             ev = d.lease_events.recv() => match ev {
@@ -208,12 +210,16 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) vips_up: bool,
     /// Whether the announcements run for the VIPs that are up.
     pub(crate) announcing: bool,
-    /// The fence of the last refresh: our VIPs are gone by then (plus the
-    /// kernel's deletion latency) whatever happens to this process.
+    /// The latest fence of any add or refresh request sent (in any term,
+    /// recorded before sending): every VIP of ours is gone by then (plus
+    /// the kernel's deletion latency) whatever happens to this process.
+    /// Cleared only when a removal of every VIP succeeded.
     pub(crate) vip_until: Option<Instant>,
     /// Set when removing the VIPs failed: the lease is not released before
     /// this instant unless a retried removal succeeds.
     pub(crate) release_blocked: Option<Instant>,
+    /// When the failed removal is tried again (while `release_blocked`).
+    pub(crate) removal_retry: Option<Instant>,
 }
 
 impl<I: Io> Daemon<I> {
@@ -315,7 +321,7 @@ impl<I: Io> Daemon<I> {
         self.step(Event::Shutdown).await;
         // Never release while our VIPs may still be up (a failed removal).
         while self.release_blocked.is_some() {
-            tokio::time::sleep(REMOVAL_RETRY).await;
+            sleep_until_opt(self.removal_retry).await;
             self.retry_removal().await;
         }
         self.publish();

@@ -263,6 +263,7 @@ impl<I: Io> Daemon<I> {
             announcing: false,
             vip_until: None,
             release_blocked: None,
+            removal_retry: None,
             cfg,
         }
     }

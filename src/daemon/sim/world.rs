@@ -84,6 +84,10 @@ pub(super) struct World {
     pub(super) renew_deadline: Duration,
     /// Longest wait for the RTNL lock on a quiet kernel.
     pub(super) base_delay: Duration,
+    /// Every expired address is deleted this long after its lifetime
+    /// (tests pin the worst case); otherwise a random latency up to
+    /// [`FENCE_MARGIN`].
+    pub(super) deletion_latency: Option<Duration>,
     pub(super) trace: Vec<String>,
     pub(super) violations: Vec<String>,
     start: Instant,
@@ -104,6 +108,7 @@ impl Shared {
             fence_sent: vec![None; nodes],
             renew_deadline,
             base_delay: Duration::from_millis(20),
+            deletion_latency: None,
             trace: Vec::new(),
             violations: Vec::new(),
             start: now,
@@ -279,7 +284,10 @@ impl World {
                 let expires = at + lifetime.as_duration();
                 // The expiry worker runs at most FENCE_MARGIN late.
                 let late = self.rng.below(FENCE_MARGIN.as_millis() as u64 + 1);
-                let deleted_at = expires + Duration::from_millis(late);
+                let late = self
+                    .deletion_latency
+                    .unwrap_or(Duration::from_millis(late));
+                let deleted_at = expires + late;
                 let since = match self.kernels[node].addrs.get(&vip) {
                     Some(e) => e.since,
                     None => {
@@ -379,7 +387,6 @@ impl World {
     }
 
     /// The expiry of `vip` on `node`, if up.
-    #[cfg(test)]
     pub(super) fn expiry(&self, node: usize, vip: Vip) -> Option<Instant> {
         self.kernels[node].addrs.get(&vip).map(|e| e.expires)
     }
