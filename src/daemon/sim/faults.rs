@@ -259,7 +259,9 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         sim.world.lock().links_back(now);
         sim.restarts(now).await;
         sim.watch_holder(now);
-        if now >= next_fault {
+        // No new fault while a holder's failure is being checked for
+        // liveness: a second fault would void the check.
+        if now >= next_fault && sim.obligation.is_none() {
             sim.inject(now).await;
             next_fault = now + sim.rng.ms(500, 6000);
         }
