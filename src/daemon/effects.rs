@@ -53,8 +53,8 @@ impl<I: Io> Daemon<I> {
             Action::Campaign(false) if self.release_blocked.is_some() => {
                 // Our VIPs may still be on the interface: releasing now would
                 // let a standby add them at once. Stop competing only once
-                // they are gone (see `retry_removal`).
-                tracing::warn!(
+                // they are gone (see `retry_removal`; `remove_vips` said so).
+                tracing::debug!(
                     "not releasing the lease while our VIPs may still be on the interface"
                 );
                 None
@@ -96,6 +96,11 @@ impl<I: Io> Daemon<I> {
             self.vip_until = None;
         } else {
             let gone_by = self.vip_until.unwrap_or_else(Instant::now) + defaults::FENCE_MARGIN;
+            if self.release_blocked.is_none() {
+                tracing::warn!(
+                    "not releasing the lease while our VIPs may still be on the interface; at the latest when the kernel has removed them"
+                );
+            }
             self.release_blocked = Some(gone_by);
             self.removal_retry = Some(Instant::now() + REMOVAL_RETRY);
         }

@@ -20,7 +20,9 @@ const HORIZON: Duration = Duration::from_secs(40);
 /// Faults beyond the default set (they need fixes of issue 10).
 #[derive(Debug, Clone, Default)]
 pub(in crate::daemon) struct Options {
-    /// Kernel requests may wait seconds for the RTNL lock (item 1).
+    /// Kernel requests may wait seconds for the RTNL lock, and a freeze
+    /// may stop the guard between computing a lifetime and sending it
+    /// (item 1).
     pub(in crate::daemon) late_apply: bool,
     /// A second `ha-vip run` may start on a node (item 4).
     pub(in crate::daemon) two_instances: bool,
@@ -291,6 +293,7 @@ impl Sim {
             net: &self.net,
             store: &self.store,
             probe: &self.nodes[i].probe,
+            compute_then_freeze: self.opts.late_apply,
         }
     }
 

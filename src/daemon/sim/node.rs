@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
 use super::lease::{Net, SimStore};
-use super::process::{Frozen, Process, SimTable};
+use super::process::{Frozen, Process, ProcessEvents, SimTable};
 use super::world::Shared;
 use crate::announce::FakeAnnouncer;
 use crate::config::Config;
@@ -44,6 +44,8 @@ pub(super) struct Env<'a> {
     pub(super) net: &'a Arc<Mutex<Net>>,
     pub(super) store: &'a FakeLeaseStore,
     pub(super) probe: &'a FakeProbe,
+    /// See [`ProcessEvents::compute_then_freeze`].
+    pub(super) compute_then_freeze: bool,
 }
 
 /// Starts a daemon for `cfg` on `node`, as `setup::start` does: startup
@@ -60,7 +62,11 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         tracing::error!(error = %e, "startup cleanup failed");
     }
     let announcer = Arc::new(FakeAnnouncer::new());
-    let events = env.world.lock().watch(node);
+    let events = ProcessEvents {
+        rx: env.world.lock().watch(node),
+        process: process.clone(),
+        compute_then_freeze: env.compute_then_freeze,
+    };
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), events);
 
     let store = SimStore {

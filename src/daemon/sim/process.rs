@@ -92,6 +92,29 @@ impl<F: Future> Future for Frozen<F> {
     }
 }
 
+/// The kernel's notifications as the process's guard reads them: not while
+/// the process is frozen, unless `compute_then_freeze` (then the guard
+/// may compute a lifetime during the freeze and send it after: the stop
+/// "between `Instant::now()` and `sendmsg`" of issue 10 item 1).
+pub(super) struct ProcessEvents {
+    pub(super) rx: tokio::sync::mpsc::UnboundedReceiver<crate::vip::NetEvent>,
+    pub(super) process: Process,
+    pub(super) compute_then_freeze: bool,
+}
+
+impl crate::vip::NetEvents for ProcessEvents {
+    async fn next_event(&mut self) -> Option<crate::vip::NetEvent> {
+        if !self.compute_then_freeze {
+            self.process.running().await;
+        }
+        let ev = self.rx.recv().await;
+        if !self.compute_then_freeze {
+            self.process.running().await;
+        }
+        ev
+    }
+}
+
 /// A daemon process's view of its node's kernel.
 pub(super) struct SimTable {
     pub(super) world: Shared,

@@ -78,6 +78,7 @@ impl Cluster {
                 net: &c.net,
                 store: &c.store,
                 probe: &c.probes[i],
+                compute_then_freeze: false,
             };
             let inst = node::start(env, i, c.cfgs[i].clone()).await;
             c.instances.push(inst);

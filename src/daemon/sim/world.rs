@@ -135,8 +135,11 @@ impl World {
     }
 
     fn violation(&mut self, at: Instant, what: String) {
-        self.log(at, format!("VIOLATION: {what}"));
-        self.violations.push(format!("at {}s: {what}", self.t(at).trim()));
+        let line = format!("at {}s: {what}", self.t(at).trim());
+        if !self.violations.contains(&line) {
+            self.log(at, format!("VIOLATION: {what}"));
+            self.violations.push(line);
+        }
     }
 
     pub(super) fn faults(&mut self, node: usize) -> &mut KernelFaults {
