@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::{Daemon, REMOVAL_RETRY};
 use super::setup::{Io, dropped};
+use super::{Daemon, REMOVAL_RETRY};
 use crate::announce::Announcer;
 use crate::config::{Config, Vip, defaults};
 use crate::machine::{Action, Event, Reason, Role};

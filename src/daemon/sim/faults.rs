@@ -185,14 +185,20 @@ struct SimTime(std::sync::OnceLock<Instant>);
 impl tracing_subscriber::fmt::time::FormatTime for SimTime {
     fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
         let start = *self.0.get_or_init(Instant::now);
-        write!(w, "{:>8.3}", Instant::now().duration_since(start).as_secs_f64())
+        write!(
+            w,
+            "{:>8.3}",
+            Instant::now().duration_since(start).as_secs_f64()
+        )
     }
 }
 
 async fn run(seed: u64, opts: Options) -> Outcome {
     let mut rng = Rng::new(seed);
     let n = 2 + rng.below(2) as usize;
-    let lease = PROFILES[opts.profile.unwrap_or_else(|| rng.below(PROFILES.len() as u64) as usize)];
+    let lease = PROFILES[opts
+        .profile
+        .unwrap_or_else(|| rng.below(PROFILES.len() as u64) as usize)];
     let vips = if rng.percent(50) {
         "10.0.0.100"
     } else {
@@ -302,7 +308,9 @@ impl Sim {
         let inst = node::start(self.env(i), i, cfg).await;
         self.nodes[i].instances.push(inst);
         let now = Instant::now();
-        self.world.lock().log(now, format!("node {i}: ha-vip started"));
+        self.world
+            .lock()
+            .log(now, format!("node {i}: ha-vip started"));
         // A new process proves health only after the stability buffer.
         self.nodes[i].impaired_until = self.nodes[i]
             .impaired_until
@@ -320,9 +328,13 @@ impl Sim {
                 s.healthy_since = Some(now);
                 let lag = node::health_lag(&s.cfg);
                 s.impaired_until = s.impaired_until.max(now + lag);
-                self.world.lock().log(now, format!("node {i}: API server healthy again"));
+                self.world
+                    .lock()
+                    .log(now, format!("node {i}: API server healthy again"));
             }
-            if self.nodes[i].restart_at.is_some_and(|t| t <= now) && self.nodes[i].instances.is_empty() {
+            if self.nodes[i].restart_at.is_some_and(|t| t <= now)
+                && self.nodes[i].instances.is_empty()
+            {
                 self.nodes[i].restart_at = None;
                 self.start(i).await;
             }
@@ -337,10 +349,7 @@ impl Sim {
 
     /// Counts handovers and checks the open liveness obligation.
     fn watch_holder(&mut self, now: Instant) {
-        let uid = self
-            .store
-            .lease()
-            .and_then(|l| l.uid().map(String::from));
+        let uid = self.store.lease().and_then(|l| l.uid().map(String::from));
         if uid.is_some() && uid != self.created.as_ref().map(|c| c.0.clone()) {
             self.created = uid.map(|u| (u, now));
         }
@@ -357,7 +366,10 @@ impl Sim {
             .is_some_and(|h| *h != o.failed && self.nodes.iter().any(|s| s.identity == *h));
         if taken {
             let after = now.duration_since(o.from).as_secs_f64();
-            let line = format!("liveness: a standby holds the lease {after:.3}s after {} failed", o.failed);
+            let line = format!(
+                "liveness: a standby holds the lease {after:.3}s after {} failed",
+                o.failed
+            );
             self.world.lock().log(now, line);
             self.obligation = None;
         } else if now > o.by {
@@ -420,18 +432,25 @@ impl Sim {
     async fn inject(&mut self, now: Instant) {
         let fault = self.pick();
         let holder = self.holder();
-        let holder_node = self.nodes.iter().position(|s| Some(&s.identity) == holder.as_ref());
+        let holder_node = self
+            .nodes
+            .iter()
+            .position(|s| Some(&s.identity) == holder.as_ref());
         let i = match holder_node {
             Some(h) if self.rng.percent(70) => h,
             _ => self.rng.below(self.nodes.len() as u64) as usize,
         };
         self.stats.faults += 1;
-        self.world.lock().log(now, format!("FAULT node {i}: {fault:?}"));
+        self.world
+            .lock()
+            .log(now, format!("FAULT node {i}: {fault:?}"));
         // The claim is about one failure: any further fault voids it (a
         // second one on the failed node can legitimately delay the
         // handover, e.g. a partition that loses its release: seed 224).
         if self.obligation.is_some() {
-            self.world.lock().log(now, "liveness: check voided by the new fault");
+            self.world
+                .lock()
+                .log(now, "liveness: check voided by the new fault");
             self.obligation = None;
         }
         let d = self.lease.0;
@@ -516,8 +535,7 @@ impl Sim {
             }
             Fault::DeleteLease => {
                 let created = self.created.as_ref().map(|c| c.1);
-                let young =
-                    created.is_none_or(|c| now.duration_since(c) < Duration::from_secs(2));
+                let young = created.is_none_or(|c| now.duration_since(c) < Duration::from_secs(2));
                 // A node frozen or cut off since the creation may still act
                 // on having seen the Lease missing (seed 375).
                 let stale = self
@@ -527,7 +545,8 @@ impl Sim {
                 if self.opts.early_delete || !(young || stale) {
                     self.store.set(None);
                 } else {
-                    let why = "(not deleting: the Lease is under 2 s old or a node may not have seen it)";
+                    let why =
+                        "(not deleting: the Lease is under 2 s old or a node may not have seen it)";
                     self.world.lock().log(now, why);
                 }
             }

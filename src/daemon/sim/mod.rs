@@ -43,7 +43,9 @@ pub(super) struct Outcome {
 /// The one command that replays `seed` with `opts`.
 pub(super) fn replay_command(seed: u64, opts: &Options) -> String {
     let extra = opts.env();
-    format!("HA_VIP_SIM_SEED={seed}{extra} cargo nextest run --lib daemon::sim::tests::random_seeds --no-capture")
+    format!(
+        "HA_VIP_SIM_SEED={seed}{extra} cargo nextest run --lib daemon::sim::tests::random_seeds --no-capture"
+    )
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -64,9 +66,14 @@ pub(super) fn run_from_env() {
         let out = run_seed(seed, &opts, replaying);
         total.add(&out.stats);
         if !out.violations.is_empty() {
-            let shown = if replaying { 0 } else { out.trace.len().saturating_sub(400) };
+            let shown = if replaying {
+                0
+            } else {
+                out.trace.len().saturating_sub(400)
+            };
             panic!(
-                "seed {seed} broke an invariant:\n  {}\nreplay: {}\nevent trace{}:\n{}",
+                "seed {} broke an invariant:\n  {}\nreplay: {}\nevent trace{}:\n{}",
+                out.seed,
                 out.violations.join("\n  "),
                 replay_command(seed, &opts),
                 if shown > 0 { " (last 400 lines)" } else { "" },

@@ -129,12 +129,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
 }
 
 /// The configuration of node `i`.
-pub(super) fn config(
-    i: usize,
-    vips: &str,
-    lease: (u64, u64, u64),
-    run_dir: &Path,
-) -> Config {
+pub(super) fn config(i: usize, vips: &str, lease: (u64, u64, u64), run_dir: &Path) -> Config {
     let (d, r, p) = lease;
     let yaml = format!(
         "node_name: node-{i}\ninterface: sim0\nvips: [{vips}]\n\

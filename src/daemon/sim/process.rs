@@ -80,7 +80,9 @@ impl<F: Future> Future for Frozen<F> {
                 self.sleep = None;
                 return self.fut.as_mut().poll(cx);
             };
-            let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(until)));
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(sleep_until(until)));
             if sleep.deadline() != until {
                 sleep.as_mut().reset(until);
             }

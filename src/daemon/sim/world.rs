@@ -274,7 +274,10 @@ impl World {
         if let Some(e) = self.kernels[node].addrs.remove(&vip) {
             self.check_fence(node, vip, at);
             let up = at.duration_since(e.since).as_secs_f64();
-            self.log(at, format!("kernel {node}: {vip} down ({how}, was up {up:.3}s)"));
+            self.log(
+                at,
+                format!("kernel {node}: {vip} down ({how}, was up {up:.3}s)"),
+            );
             self.notify(node, NetEvent::VipRemoved(vip));
         }
     }
@@ -282,19 +285,29 @@ impl World {
     fn apply(&mut self, id: usize, at: Instant) {
         let node = self.sent[id].node;
         self.kernels[node].pending.pop_front();
+        let waited = at.duration_since(self.sent[id].sent);
+        if waited > Duration::from_millis(100) {
+            let line = format!(
+                "kernel {node}: {:?} applied {:.3}s after it was sent",
+                self.sent[id].request,
+                waited.as_secs_f64()
+            );
+            self.log(at, line);
+        }
         let result = match self.sent[id].request {
             Request::Add(vip, lifetime) => {
                 let expires = at + lifetime.as_duration();
                 // The expiry worker runs at most FENCE_MARGIN late.
                 let late = self.rng.below(FENCE_MARGIN.as_millis() as u64 + 1);
-                let late = self
-                    .deletion_latency
-                    .unwrap_or(Duration::from_millis(late));
+                let late = self.deletion_latency.unwrap_or(Duration::from_millis(late));
                 let deleted_at = expires + late;
                 let since = match self.kernels[node].addrs.get(&vip) {
                     Some(e) => e.since,
                     None => {
-                        self.log(at, format!("kernel {node}: {vip} up (lifetime {}s)", lifetime.secs()));
+                        self.log(
+                            at,
+                            format!("kernel {node}: {vip} up (lifetime {}s)", lifetime.secs()),
+                        );
                         self.check_overlap(node, vip, at);
                         at
                     }
@@ -331,7 +344,9 @@ impl World {
         for other in others {
             self.violation(
                 at,
-                format!("split brain: {vip} came up on node {node} while node {other} still has it"),
+                format!(
+                    "split brain: {vip} came up on node {node} while node {other} still has it"
+                ),
             );
         }
     }
