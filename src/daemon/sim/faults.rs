@@ -156,6 +156,9 @@ struct Sim {
     last_holder: Option<String>,
     /// The Lease object's uid, and when it was created.
     created: Option<(String, Instant)>,
+    /// A fault of the API server or of the Lease itself lasts until then:
+    /// no standby can be expected to take over in the usual time before.
+    global_until: Instant,
 }
 
 /// Runs `seed` on a fresh paused runtime.
@@ -255,6 +258,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         },
         last_holder: None,
         created: None,
+        global_until: now,
     };
     for i in 0..n {
         sim.start(i).await;
@@ -519,11 +523,16 @@ impl Sim {
             }
             Fault::LeaseSlow(t, max) => {
                 self.net.lock().unwrap_or_else(|p| p.into_inner()).slow = Some((now + t, max));
+                self.global_until = self.global_until.max(now + t);
             }
             Fault::Lossy(t, p) => {
                 self.net.lock().unwrap_or_else(|p| p.into_inner()).lossy = Some((now + t, p));
+                self.global_until = self.global_until.max(now + t);
             }
             Fault::ExternalWrite => {
+                // Standbys wait a lease duration after seeing it.
+                let wait = Duration::from_millis(d + 1000);
+                self.global_until = self.global_until.max(now + wait);
                 let t = std::time::SystemTime::now();
                 self.store.set(Some(LeaseRecord {
                     holder: "intruder".into(),
@@ -543,6 +552,9 @@ impl Sim {
                     .iter()
                     .any(|n| created.is_none_or(|c| n.impaired_until > c));
                 if self.opts.early_delete || !(young || stale) {
+                    // Standbys wait a lease duration after seeing it missing.
+                    let wait = Duration::from_millis(d + 1000);
+                    self.global_until = self.global_until.max(now + wait);
                     self.store.set(None);
                 } else {
                     let why =
@@ -569,6 +581,7 @@ impl Sim {
         let standby = (0..self.nodes.len()).any(|j| j != i && self.eligible(j, now));
         if holder.as_ref() == Some(&failed)
             && self.obligation.is_none()
+            && now >= self.global_until
             && out.is_some_and(|t| t > bound + lag)
             && standby
         {
