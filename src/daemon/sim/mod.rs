@@ -13,11 +13,13 @@
 //!
 //! `HA_VIP_SIM_SEEDS=N` runs N seeds (default below), `HA_VIP_SIM_SEED=S`
 //! replays one with the daemon's log, `HA_VIP_SIM_FAULTS=late-apply,two-instances`
-//! adds faults that need the fixes of issue 10 items 1 and 4.
+//! adds faults that need the fixes of issue 10 items 1 and 4,
+//! `HA_VIP_SIM_PROFILE=1` runs only the fast-renewal lease timing.
 
 mod faults;
 mod lease;
 mod node;
+mod options;
 mod process;
 mod rng;
 mod world;
@@ -25,7 +27,8 @@ mod world;
 #[cfg(test)]
 mod tests;
 
-pub(super) use faults::{Options, run_seed};
+pub(super) use faults::run_seed;
+pub(super) use options::Options;
 
 /// Seeds run by default: about a minute in a debug build on a loaded 2-core
 /// machine (0.03 s of CPU per seed); CI jobs set `HA_VIP_SIM_SEEDS=3000`.
@@ -38,7 +41,7 @@ pub(super) struct Outcome {
     pub(super) violations: Vec<String>,
     pub(super) trace: Vec<String>,
     /// What the seed exercised, for the coverage summary.
-    pub(super) stats: faults::Stats,
+    pub(super) stats: options::Stats,
 }
 
 /// The one command that replays `seed` with `opts`.
@@ -62,7 +65,7 @@ pub(super) fn run_from_env() {
     };
     let replaying = seeds.len() == 1;
     let started = std::time::Instant::now();
-    let mut total = faults::Stats::default();
+    let mut total = options::Stats::default();
     for seed in seeds.iter().copied() {
         let out = run_seed(seed, &opts, replaying);
         total.add(&out.stats);
