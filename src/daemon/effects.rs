@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use tokio::time::Instant;
 
-use super::Daemon;
-use super::setup::dropped;
+use super::setup::{Io, dropped};
+use super::{Daemon, REMOVAL_RETRY};
 use crate::announce::Announcer;
 use crate::config::{Config, Vip, defaults};
 use crate::machine::{Action, Event, Reason, Role};
@@ -21,7 +21,7 @@ pub fn list(vips: &[Vip]) -> String {
         .join(", ")
 }
 
-impl Daemon {
+impl<I: Io> Daemon<I> {
     /// Feeds one event to the machine and carries out its actions, and those
     /// of any event an action gives rise to.
     pub(super) async fn step(&mut self, event: Event) {
@@ -53,8 +53,8 @@ impl Daemon {
             Action::Campaign(false) if self.release_blocked.is_some() => {
                 // Our VIPs may still be on the interface: releasing now would
                 // let a standby add them at once. Stop competing only once
-                // they are gone (see `retry_removal`).
-                tracing::warn!(
+                // they are gone (see `retry_removal`; `remove_vips` said so).
+                tracing::debug!(
                     "not releasing the lease while our VIPs may still be on the interface"
                 );
                 None
@@ -92,14 +92,23 @@ impl Daemon {
             self.status.set_vip_present(v, false);
             self.metrics.set_vip_present(v, false);
         }
-        if !removed {
+        if removed {
+            self.vip_until = None;
+        } else {
+            if self.release_blocked.is_none() {
+                tracing::warn!(
+                    "not releasing the lease while our VIPs may still be on the interface; at the latest when the kernel has removed them"
+                );
+            }
             self.release_blocked = Some(self.vips_gone_by().unwrap_or_else(Instant::now));
+            self.removal_retry = Some(Instant::now() + REMOVAL_RETRY);
         }
     }
 
     /// When our VIPs are certainly gone, from every add request sent (see
-    /// [`vip::Tracked`]) plus the kernel's deletion latency; `None` while a
-    /// request is unanswered (its lifetime has not started yet).
+    /// [`vip::Tracked`], and `vip_until`, which covers every add's fence)
+    /// plus the kernel's deletion latency; `None` while a request is
+    /// unanswered (its lifetime has not started yet).
     fn vips_gone_by(&self) -> Option<Instant> {
         match self.parts.table.up_until() {
             vip::UpUntil::Gone => Some(Instant::now()),
@@ -114,17 +123,28 @@ impl Daemon {
     /// again, and lets the release through once the VIPs are gone.
     pub(super) async fn retry_removal(&mut self) {
         if self.release_blocked.is_none() {
+            self.removal_retry = None;
             return;
         }
         let removed = self.parts.remove_all(&self.cfg).await;
-        if removed || self.vips_gone_by().is_some_and(|t| Instant::now() >= t) {
+        if removed {
+            self.vip_until = None;
+        }
+        let gone_by = self.vips_gone_by();
+        if removed || gone_by.is_some_and(|t| Instant::now() >= t) {
             if !removed {
                 tracing::info!("the kernel fence has removed our VIPs by now; releasing the lease");
             }
             self.release_blocked = None;
+            self.removal_retry = None;
             if !self.machine.campaigning() {
                 self.parts.campaign(false);
             }
+        } else {
+            // The next try, never later than the instant the fence has
+            // certainly removed them.
+            let next = Instant::now() + REMOVAL_RETRY;
+            self.removal_retry = Some(gone_by.map_or(next, |t| next.min(t)));
         }
     }
 
@@ -133,6 +153,9 @@ impl Daemon {
     /// call and checked after it ([`vip::set_until`]).
     async fn set_vips(&mut self) -> Option<Event> {
         let until = self.machine.fence()?;
+        // Before any request: an add that fails half-way (or whose answer
+        // we never see) may still have put a VIP on with this fence.
+        self.vip_until = Some(self.vip_until.map_or(until, |u| u.max(until)));
         let mut up = true;
         for &v in &self.cfg.vips {
             match vip::set_until(self.parts.table.as_ref(), v, until).await {
@@ -149,7 +172,6 @@ impl Daemon {
                 }
             }
         }
-        self.vip_until = Some(until);
         for &v in &self.cfg.vips {
             self.parts.announcer.fence(v, until);
         }

@@ -9,6 +9,8 @@ mod effects;
 mod metered;
 pub use effects::list;
 mod setup;
+#[cfg(test)]
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -24,6 +26,7 @@ use crate::systemd::{Notifier, WatchdogTimer};
 use crate::vip::NetEvent;
 
 pub use setup::SetupError;
+pub(crate) use setup::{Io, Real};
 
 /// Why `ha-vip run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +61,57 @@ const REMOVAL_RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the daemon until SIGTERM or SIGINT, then hands over and returns.
 pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> {
-    let mut sigterm = signal_stream(SignalKind::terminate(), "SIGTERM")?;
-    let mut sigint = signal_stream(SignalKind::interrupt(), "SIGINT")?;
-    let mut sighup = signal_stream(SignalKind::hangup(), "SIGHUP")?;
+    let signals = Signals {
+        term: signal_stream(SignalKind::terminate(), "SIGTERM")?,
+        int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
+        hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
+    };
+    let d = setup::start(config).await?;
+    serve(d, signals, config_path).await
+}
 
-    let mut d = setup::start(config).await?;
+/// The signals the main loop reacts to: the process's own in [`run`],
+/// channels in the simulation.
+pub(crate) struct Signals<S> {
+    pub(crate) term: S,
+    pub(crate) int: S,
+    pub(crate) hup: S,
+}
+
+/// A stream of one kind of signal.
+pub(crate) trait SignalStream: Send {
+    /// The next delivery; `None` when no more can come.
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send;
+}
+
+impl SignalStream for tokio::signal::unix::Signal {
+    fn recv(&mut self) -> impl Future<Output = Option<()>> + Send {
+        tokio::signal::unix::Signal::recv(self)
+    }
+}
+
+impl SignalStream for tokio::sync::mpsc::UnboundedReceiver<()> {
+    async fn recv(&mut self) -> Option<()> {
+        match tokio::sync::mpsc::UnboundedReceiver::recv(self).await {
+            Some(()) => Some(()),
+            // A dropped sender is no signal: wait for ever, like a process
+            // nobody signals.
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The main loop of a started daemon, over whatever I/O it was built with.
+pub(crate) async fn serve<I: Io, S: SignalStream>(
+    mut d: Daemon<I>,
+    signals: Signals<S>,
+    config_path: &Path,
+) -> Result<(), DaemonError> {
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+        hup: mut sighup,
+    } = signals;
     let mut watchdog = WatchdogTimer::new(&d.notifier);
     d.notifier_ready();
     tracing::info!(
@@ -83,7 +132,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
             biased;
             ev = d.sleep.next() => d.on_sleep(ev).await,
             () = sleep_until_opt(deadline) => d.step(Event::Deadline).await,
-            () = sleep_until_opt(d.release_blocked.map(|_| Instant::now() + REMOVAL_RETRY)) => d.retry_removal().await,
+            // A fixed instant, not "200 ms after this pass": events come
+            // more often than that (renewals, probes) and would starve it.
+            () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             ev = d.lease_events.recv() => match ev {
@@ -136,10 +187,10 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// Everything the running daemon owns.
-pub(crate) struct Daemon {
+pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) cfg: Config,
     pub(crate) machine: Machine,
-    pub(crate) parts: setup::Parts,
+    pub(crate) parts: setup::Parts<I>,
     pub(crate) lease_events: tokio::sync::mpsc::Receiver<LeaseEvent>,
     pub(crate) health_reports: tokio::sync::mpsc::Receiver<HealthReport>,
     pub(crate) net_events: tokio::sync::mpsc::UnboundedReceiver<NetEvent>,
@@ -162,17 +213,21 @@ pub(crate) struct Daemon {
     pub(crate) vips_up: bool,
     /// Whether the announcements run for the VIPs that are up.
     pub(crate) announcing: bool,
-    /// The fence of the last refresh: our VIPs are gone by then (plus the
-    /// kernel's deletion latency) whatever happens to this process.
+    /// The latest fence of any add or refresh request sent (in any term,
+    /// recorded before sending): every VIP of ours is gone by then (plus
+    /// the kernel's deletion latency) whatever happens to this process.
+    /// Cleared only when a removal of every VIP succeeded.
     pub(crate) vip_until: Option<Instant>,
     /// Set when removing the VIPs failed: the lease is not released before
     /// this instant unless a retried removal succeeds.
     pub(crate) release_blocked: Option<Instant>,
     /// The fence on CLOCK_BOOTTIME and the logind sleep inhibitor.
     pub(crate) sleep: crate::sleep::Sleep,
+    /// When the failed removal is tried again (while `release_blocked`).
+    pub(crate) removal_retry: Option<Instant>,
 }
 
-impl Daemon {
+impl<I: Io> Daemon<I> {
     fn notifier_ready(&mut self) {
         self.status.transition(
             crate::observe::Role::Follower,
@@ -313,7 +368,7 @@ impl Daemon {
         self.step(Event::Shutdown).await;
         // Never release while our VIPs may still be up (a failed removal).
         while self.release_blocked.is_some() {
-            tokio::time::sleep(REMOVAL_RETRY).await;
+            sleep_until_opt(self.removal_retry).await;
             self.retry_removal().await;
         }
         self.publish();

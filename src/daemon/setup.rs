@@ -17,7 +17,8 @@ use crate::machine::Machine;
 use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
 use crate::systemd::SdNotifier;
 use crate::vip::{
-    self, Cause, CleanupError, Guard, NetlinkAddressTable, Tracked, VipError, Watcher,
+    self, AddressTable, Cause, CleanupError, Guard, NetEvent, NetlinkAddressTable, Tracked,
+    VipError, Watcher,
 };
 
 /// A part of the daemon that could not start; each says how to fix it.
@@ -46,10 +47,31 @@ pub enum SetupError {
     Sleep(#[from] crate::sleep::BootClockError),
 }
 
+/// The data-plane I/O a daemon is built over: the kernel's address table
+/// and the announcer. [`Real`] is the production one; the simulation plugs
+/// in a simulated kernel. The lease store and the health probe need no
+/// parameter: they live in tasks of their own (the elector, the health
+/// monitor, built generically over them) and reach the daemon as channels.
+pub(crate) trait Io: 'static {
+    /// Where the VIPs go.
+    type Table: AddressTable + 'static;
+    /// Who tells the neighbours.
+    type Announcer: Announcer + 'static;
+}
+
+/// Netlink and raw sockets: what `ha-vip run` uses.
+pub(crate) struct Real;
+
+impl Io for Real {
+    type Table = NetlinkAddressTable;
+    type Announcer = RawAnnouncer;
+}
+
 /// The tasks and handles the daemon owns.
-pub(crate) struct Parts {
-    pub(crate) table: Arc<Tracked<NetlinkAddressTable>>,
-    pub(crate) announcer: Arc<RawAnnouncer>,
+pub(crate) struct Parts<I: Io = Real> {
+    /// The address table, with what every request sent may leave behind.
+    pub(crate) table: Arc<Tracked<I::Table>>,
+    pub(crate) announcer: Arc<I::Announcer>,
     pub(crate) guard: Guard,
     /// Which VIPs the netlink watcher reports removals of.
     pub(crate) watched: vip::WatchedVips,
@@ -59,7 +81,7 @@ pub(crate) struct Parts {
     metrics_server: Option<JoinHandle<()>>,
 }
 
-impl Parts {
+impl<I: Io> Parts<I> {
     /// Tells the elector whether to compete for (and keep) the lease.
     pub(crate) fn campaign(&self, on: bool) {
         if let Some(c) = &self.campaign {
@@ -113,7 +135,7 @@ impl Parts {
     }
 }
 
-impl Drop for Parts {
+impl<I: Io> Drop for Parts<I> {
     fn drop(&mut self) {
         self.health.abort();
         if let Some(m) = &self.metrics_server {
@@ -127,27 +149,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let notifier = SdNotifier::from_env();
     let table = Arc::new(Tracked::new(NetlinkAddressTable::connect(&cfg.interface)?));
     vip::refuse_foreign(table.inner(), &cfg.vips).await?;
-    // We hold no lease yet, so any VIP of ours on the interface is a leftover.
-    match vip::remove_all(table.as_ref(), &cfg.vips).await {
-        Ok(removed) if !removed.is_empty() => {
-            tracing::info!(
-                interface = %cfg.interface,
-                vips = %super::effects::list(&removed),
-                "removed leftover VIPs at start"
-            );
-        }
-        Ok(_) => {}
-        Err(e)
-            if e.errors
-                .iter()
-                .any(|e| matches!(e.cause(), Cause::NotPermitted)) =>
-        {
-            return Err(e.into());
-        }
-        // A missing interface is not fatal: adding the VIP will fail and
-        // hand the lease to a node that can serve it.
-        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
-    }
+    remove_leftovers(table.as_ref(), &cfg).await?;
     let schedule = Schedule {
         count: cfg.announce.count,
         spacing: cfg.announce.spacing,
@@ -195,44 +197,117 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
         None => StabilityFilter::new(cfg.health.stability_buffer),
     };
-    let (health, health_reports) = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
+    let health = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
 
     // A suspend waits for the handover at most as long as shutdown does.
     let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
-    let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
-    let status_writer = StatusWriter::new(cfg.status_file());
-    Ok(Daemon {
-        machine,
-        parts: Parts {
+    Ok(Daemon::assemble(
+        cfg,
+        Wiring {
             table,
             announcer,
             guard,
+            net_events,
             watched,
-            campaign: Some(control.campaign),
-            elector: Some(control.elector),
+            control,
             health,
+            notifier,
+            metrics,
             metrics_server,
+            machine,
+            sleep,
         },
-        creds: control.creds,
-        lease_events: control.events,
-        health_reports,
-        net_events,
-        notifier,
-        status,
-        status_writer,
-        metrics,
-        holder: None,
-        last_probe: String::from("no probe yet"),
-        leader_since: None,
-        last_sd_status: String::new(),
-        announced: Default::default(),
-        vips_up: false,
-        announcing: false,
-        vip_until: None,
-        release_blocked: None,
-        sleep,
-        cfg,
-    })
+    ))
+}
+
+/// We hold no lease yet, so any VIP of ours on the interface is a leftover.
+pub(crate) async fn remove_leftovers<T: AddressTable>(
+    table: &T,
+    cfg: &Config,
+) -> Result<(), SetupError> {
+    match vip::remove_all(table, &cfg.vips).await {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(
+                interface = %cfg.interface,
+                vips = %super::effects::list(&removed),
+                "removed leftover VIPs at start"
+            );
+        }
+        Ok(_) => {}
+        Err(e)
+            if e.errors
+                .iter()
+                .any(|e| matches!(e.cause(), Cause::NotPermitted)) =>
+        {
+            return Err(e.into());
+        }
+        // A missing interface is not fatal: adding the VIP will fail and
+        // hand the lease to a node that can serve it.
+        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
+    }
+    Ok(())
+}
+
+/// The running parts a daemon is assembled from: the real ones from
+/// [`start`], simulated ones in the simulation.
+pub(crate) struct Wiring<I: Io> {
+    pub(crate) table: Arc<Tracked<I::Table>>,
+    pub(crate) announcer: Arc<I::Announcer>,
+    /// The drift guard over `table` and `announcer`, and its forwarded events.
+    pub(crate) guard: Guard,
+    pub(crate) net_events: mpsc::UnboundedReceiver<NetEvent>,
+    pub(crate) watched: vip::WatchedVips,
+    pub(crate) control: Control,
+    pub(crate) health: (JoinHandle<()>, mpsc::Receiver<HealthReport>),
+    pub(crate) notifier: SdNotifier,
+    pub(crate) metrics: Metrics,
+    pub(crate) metrics_server: Option<JoinHandle<()>>,
+    /// The machine as the start found it (carrier, resumed health).
+    pub(crate) machine: Machine,
+    /// The fence on CLOCK_BOOTTIME and the logind sleep inhibitor.
+    pub(crate) sleep: crate::sleep::Sleep,
+}
+
+impl<I: Io> Daemon<I> {
+    /// A follower over `w`, campaigning if `w.machine` does.
+    pub(crate) fn assemble(cfg: Config, w: Wiring<I>) -> Self {
+        let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
+        let status_writer = StatusWriter::new(cfg.status_file());
+        let (health, health_reports) = w.health;
+        Daemon {
+            machine: w.machine,
+            parts: Parts {
+                table: w.table,
+                announcer: w.announcer,
+                guard: w.guard,
+                watched: w.watched,
+                campaign: Some(w.control.campaign),
+                elector: Some(w.control.elector),
+                health,
+                metrics_server: w.metrics_server,
+            },
+            creds: w.control.creds,
+            lease_events: w.control.events,
+            health_reports,
+            net_events: w.net_events,
+            notifier: w.notifier,
+            status,
+            status_writer,
+            metrics: w.metrics,
+            holder: None,
+            last_probe: String::from("no probe yet"),
+            leader_since: None,
+            last_sd_status: String::new(),
+            announced: Default::default(),
+            vips_up: false,
+            announcing: false,
+            vip_until: None,
+            release_blocked: None,
+            removal_retry: None,
+            sleep: w.sleep,
+            cfg,
+        }
+    }
 }
 
 /// A running elector and what the daemon needs of it.

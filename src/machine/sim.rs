@@ -1,4 +1,5 @@
-//! Model check of the safety argument: several nodes, each a real [`Machine`]
+//! Model check of the safety argument (the real daemon, elector and effects
+//! are simulated in `daemon::sim`): several nodes, each a real [`Machine`]
 //! driven by a model of the client-go elector, share a lease server with
 //! random latencies; nodes drift in clock rate, freeze, get cut off, lose
 //! health, shut down or are killed. At every tick, no two nodes may have the

@@ -1,0 +1,161 @@
+//! Starting a real daemon over simulated I/O: the same [`Daemon`], built by
+//! [`Daemon::assemble`] like `setup::start` builds it, the real elector
+//! over a [`SimStore`], the real health monitor over a [`FakeProbe`], the
+//! real drift guard, and the real main loop ([`serve`]).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Duration;
+
+use super::lease::{Net, SimStore};
+use super::process::{Frozen, Process, ProcessEvents, SimTable};
+use super::world::Shared;
+use crate::announce::FakeAnnouncer;
+use crate::config::Config;
+use crate::daemon::setup::{Control, Io, Wiring, remove_leftovers};
+use crate::daemon::{Daemon, DaemonError, Signals, serve};
+use crate::health::{self, FakeProbe, StabilityFilter};
+use crate::lease::{Elector, FakeLeaseStore, Timings};
+use crate::machine::Machine;
+use crate::observe::Metrics;
+use crate::sleep::{FakeBootClock, Sleep};
+use crate::systemd::SdNotifier;
+use crate::vip::{Guard, Tracked, WatchedVips};
+
+/// The simulation's I/O.
+pub(super) struct SimIo;
+
+impl Io for SimIo {
+    type Table = SimTable;
+    type Announcer = FakeAnnouncer;
+}
+
+/// One running `ha-vip run` process.
+pub(super) struct Instance {
+    pub(super) process: Process,
+    pub(super) sigterm: mpsc::UnboundedSender<()>,
+    pub(super) task: JoinHandle<Result<(), DaemonError>>,
+}
+
+/// What an instance is started with.
+pub(super) struct Env<'a> {
+    pub(super) world: &'a Shared,
+    pub(super) net: &'a Arc<Mutex<Net>>,
+    pub(super) store: &'a FakeLeaseStore,
+    pub(super) probe: &'a FakeProbe,
+    /// See [`ProcessEvents::compute_then_freeze`].
+    pub(super) compute_then_freeze: bool,
+}
+
+/// Starts a daemon for `cfg` on `node`, as `setup::start` does: startup
+/// cleanup first, then the guard, the elector and the health monitor.
+pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
+    let process = Process::default();
+    let table = Arc::new(Tracked::new(SimTable {
+        world: env.world.clone(),
+        node,
+        process: process.clone(),
+        interface: cfg.interface.clone(),
+    }));
+    if let Err(e) = remove_leftovers(table.as_ref(), &cfg).await {
+        tracing::error!(error = %e, "startup cleanup failed");
+    }
+    let announcer = Arc::new(FakeAnnouncer::new());
+    let events = ProcessEvents {
+        rx: env.world.lock().watch(node),
+        process: process.clone(),
+        compute_then_freeze: env.compute_then_freeze,
+    };
+    let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), events);
+
+    let store = SimStore {
+        inner: env.store.clone(),
+        net: env.net.clone(),
+        world: env.world.clone(),
+        node,
+        identity: cfg.node_name.clone(),
+        process: process.clone(),
+        timeout: cfg.lease.renew_deadline / 2,
+    };
+    let (campaign, campaign_rx) = watch::channel(false);
+    let (lease_tx, lease_events) = mpsc::channel(64);
+    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
+    let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
+
+    let (health_tx, health_rx) = mpsc::channel(16);
+    let filter = StabilityFilter::new(cfg.health.stability_buffer);
+    let monitor = health::monitor(env.probe.clone(), cfg.health.interval, filter, health_tx);
+    let health = (tokio::spawn(monitor), health_rx);
+
+    let d = Daemon::<SimIo>::assemble(
+        cfg.clone(),
+        Wiring {
+            table,
+            announcer,
+            guard,
+            net_events,
+            watched: WatchedVips::default(),
+            control: Control {
+                creds: None,
+                campaign,
+                elector,
+                events: lease_events,
+            },
+            health,
+            notifier: SdNotifier::new(None, None),
+            metrics: Metrics::new(&cfg.vips),
+            metrics_server: None,
+            machine: Machine::new(cfg.lease.renew_deadline)
+                .with_carrier_buffer(cfg.health.stability_buffer),
+            // A boot-time clock that never jumps: the simulation does not
+            // suspend machines.
+            sleep: Sleep::new(
+                Box::new(FakeBootClock::new(Duration::ZERO).0),
+                None,
+                cfg.lease.renew_deadline + Duration::from_secs(1),
+            ),
+        },
+    );
+    let (sigterm, term) = mpsc::unbounded_channel();
+    // SIGINT and SIGHUP never come: their senders are dropped.
+    let signals = Signals {
+        term,
+        int: mpsc::unbounded_channel().1,
+        hup: mpsc::unbounded_channel().1,
+    };
+    let main = serve(d, signals, Path::new("/nonexistent/ha-vip-sim.yaml"));
+    let task = tokio::spawn(Frozen {
+        process: process.clone(),
+        fut: Box::pin(main),
+        sleep: None,
+    });
+    Instance {
+        process,
+        sigterm,
+        task,
+    }
+}
+
+/// The configuration of node `i`.
+pub(super) fn config(i: usize, vips: &str, lease: (u64, u64, u64), run_dir: &Path) -> Config {
+    let (d, r, p) = lease;
+    let yaml = format!(
+        "node_name: node-{i}\ninterface: sim0\nvips: [{vips}]\n\
+         k8s:\n  kubeconfig: /nonexistent/admin.conf\n\
+         lease:\n  duration: {d}ms\n  renew_deadline: {r}ms\n  retry_period: {p}ms\n\
+         health:\n  interval: 200ms\n  timeout: 100ms\n  stability_buffer: 1s\n\
+         metrics:\n  enabled: false\n\
+         run_dir: {}\n",
+        run_dir.join(format!("node-{i}")).display()
+    );
+    Config::parse(&yaml, Path::new("sim.yaml")).unwrap_or_else(|e| panic!("sim config: {e}"))
+}
+
+/// How long after a health change the daemon has seen it (probe interval
+/// plus the stability buffer, with slack).
+pub(super) fn health_lag(cfg: &Config) -> Duration {
+    cfg.health.interval + cfg.health.stability_buffer + Duration::from_millis(100)
+}
