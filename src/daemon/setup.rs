@@ -14,7 +14,7 @@ use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter}
 use crate::kube::{Credentials, KubeClient, KubeError};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
-use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
+use crate::observe::{Metrics, Status, StatusWriter, spawn_metrics_endpoint};
 use crate::systemd::SdNotifier;
 use crate::vip::{self, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
 
@@ -36,9 +36,6 @@ pub enum SetupError {
     /// The health probe could not be built.
     #[error("{0}")]
     Health(#[from] HealthError),
-    /// The metrics endpoint could not listen.
-    #[error("{0}")]
-    Metrics(#[from] MetricsError),
 }
 
 /// The tasks and handles the daemon owns.
@@ -154,19 +151,20 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
 
     let metrics = Metrics::new(&cfg.vips);
-    let metrics_server = match cfg.metrics_listen {
+    let status_writer = StatusWriter::new(cfg.status_file());
+    // Never fatal: a local user holding the port must not keep the VIP down.
+    let (metrics_server, status_writer) = match cfg.metrics_listen {
         Some(addr) => {
-            let server = MetricsServer::bind(addr).await?;
-            Some(tokio::spawn(server.run(metrics.clone())))
+            let (task, state) = spawn_metrics_endpoint(addr, metrics.clone());
+            (Some(task), status_writer.with_metrics_endpoint(state))
         }
-        None => None,
+        None => (None, status_writer),
     };
 
     let control = spawn_control(&cfg, &metrics, false)?;
     let (health, health_reports) = spawn_health(&cfg, control.creds.as_ref(), false)?;
 
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
-    let status_writer = StatusWriter::new(cfg.status_file());
     Ok(Daemon {
         machine: Machine::new(cfg.lease.renew_deadline),
         parts: Parts {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::watch;
 
 use crate::config::Vip;
 use crate::role::{Role, TransitionReason};
@@ -168,6 +169,24 @@ pub struct Status {
     pub pid: u32,
     /// ha-vip version.
     pub version: String,
+    /// The metrics endpoint, when enabled: filled in by [`StatusWriter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsStatus>,
+}
+
+/// Whether the metrics endpoint serves, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsStatus {
+    /// The address it listens on (or tries to).
+    pub listen: String,
+    /// Whether it is serving.
+    pub serving: bool,
+    /// Why the last bind failed, with what to do; `None` while serving.
+    pub error: Option<String>,
+    /// Binds that failed so far.
+    pub failed_binds: u32,
+    /// When it started serving, or first failed.
+    pub since: Timestamp,
 }
 
 impl Status {
@@ -190,6 +209,7 @@ impl Status {
             last_transition: None,
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: None,
         }
     }
 
@@ -233,6 +253,7 @@ impl Status {
 pub struct StatusWriter {
     path: PathBuf,
     last: Option<Vec<u8>>,
+    metrics: Option<watch::Receiver<MetricsStatus>>,
 }
 
 impl StatusWriter {
@@ -241,7 +262,15 @@ impl StatusWriter {
         Self {
             path: path.into(),
             last: None,
+            metrics: None,
         }
+    }
+
+    /// Also records the metrics endpoint's state (from
+    /// [`super::spawn_metrics_endpoint`]) in every status written.
+    pub fn with_metrics_endpoint(mut self, state: watch::Receiver<MetricsStatus>) -> Self {
+        self.metrics = Some(state);
+        self
     }
 
     /// The status file's path.
@@ -252,6 +281,18 @@ impl StatusWriter {
     /// Writes `status` unless it equals the last one written; returns whether
     /// it wrote. Readers see the old file or the new one, never a torn one.
     pub fn write(&mut self, status: &Status) -> Result<bool, StatusError> {
+        // The endpoint runs in its own task; its state joins the daemon's here.
+        let merged;
+        let status = match &self.metrics {
+            Some(state) => {
+                merged = Status {
+                    metrics: Some(state.borrow().clone()),
+                    ..status.clone()
+                };
+                &merged
+            }
+            None => status,
+        };
         // Invariant: Status has string keys and no maps; serializing cannot fail.
         let mut bytes = serde_json::to_vec_pretty(status).expect("Status serializes");
         bytes.push(b'\n');
@@ -469,6 +510,18 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         ),
     };
     lines.push(("last transition", last));
+    if let Some(m) = &status.metrics {
+        let state = match &m.error {
+            None => format!("serving on {}", m.listen),
+            Some(e) => format!(
+                "NOT serving on {}: {e} (retrying; first failure {}, {} failed binds)",
+                m.listen,
+                ago(m.since, now),
+                m.failed_binds
+            ),
+        };
+        lines.push(("metrics", state));
+    }
 
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     let mut out = String::new();
