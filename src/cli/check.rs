@@ -19,6 +19,7 @@ pub fn check_config(
 ) -> Result<(), CliError> {
     let config = Config::load(path)?;
     summarize(path, &config, out).map_err(CliError::Output)?;
+    crate::credential::write_file_warnings(path, &config, warn).map_err(CliError::Output)?;
     warnings(&config, warn).map_err(CliError::Output)
 }
 

@@ -9,6 +9,7 @@ use crate::daemon;
 /// Runs the daemon with `config` (read from `path`, re-read on SIGHUP) until
 /// SIGTERM or SIGINT.
 pub fn run(path: &Path, config: Config) -> Result<(), CliError> {
+    crate::credential::log_file_warnings(path, &config);
     // One thread is plenty: every task waits on the network or a timer, and
     // a single thread keeps the daemon's footprint small.
     let runtime = tokio::runtime::Builder::new_current_thread()

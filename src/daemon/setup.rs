@@ -14,7 +14,7 @@ use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter}
 use crate::kube::{Credentials, KubeClient, KubeError};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
-use crate::observe::{Metrics, Status, StatusWriter, spawn_metrics_endpoint};
+use crate::observe::{Metrics, Status, StatusError, StatusWriter, spawn_metrics_endpoint};
 use crate::systemd::SdNotifier;
 use crate::vip::{self, Cause, CleanupError, Guard, NetlinkAddressTable, VipError, Watcher};
 
@@ -36,6 +36,9 @@ pub enum SetupError {
     /// The health probe could not be built.
     #[error("{0}")]
     Health(#[from] HealthError),
+    /// The run directory is unsafe (another user could write in it).
+    #[error("{0}")]
+    RunDir(#[from] StatusError),
 }
 
 /// The tasks and handles the daemon owns.
@@ -116,6 +119,7 @@ impl Drop for Parts {
 
 /// Opens everything, removes leftover VIPs, and starts the tasks.
 pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
+    crate::observe::check_run_dir(&cfg.run_dir)?;
     let notifier = SdNotifier::from_env();
     let table = Arc::new(NetlinkAddressTable::connect(&cfg.interface)?);
     // We hold no lease yet, so any VIP of ours on the interface is a leftover.

@@ -8,12 +8,14 @@
 mod endpoint;
 mod http;
 mod metrics;
+mod run_dir;
 mod status;
 
 pub use crate::role::{Role, TransitionReason};
 pub use endpoint::spawn_metrics_endpoint;
 pub use http::{MetricsError, MetricsServer};
 pub use metrics::{AnnounceFamily, LeaseOp, Metrics};
+pub use run_dir::check_run_dir;
 pub use status::{
     MetricsStatus, Probe, Status, StatusError, StatusWriter, Timestamp, Transition, VipStatus,
     print_status, render_status, running_daemon, write_status,

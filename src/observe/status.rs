@@ -2,9 +2,8 @@
 //! `<run_dir>/status.json` and read by `ha-vip status`.
 
 use std::fmt::{self, Write as _};
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +66,21 @@ pub enum StatusError {
     /// The status could not be printed.
     #[error("failed to print status: {0}")]
     Print(io::Error),
+    /// The run directory could let another user replace the status file.
+    #[error(
+        "run_dir {path} is {problem} (owner uid {uid}, mode {mode:04o}): another local user could plant links where ha-vip writes as root or replace the status that `ha-vip status` and `ha-vip release` trust; fix it with `chown root:root {path} && chmod 0755 {path}`, or set run_dir to a directory only root can write (default /run/ha-vip)",
+        path = path.display()
+    )]
+    UnsafeRunDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A wall-clock time, stored as RFC 3339 UTC with milliseconds.
@@ -299,62 +313,10 @@ impl StatusWriter {
         if self.last.as_ref() == Some(&bytes) {
             return Ok(false);
         }
-        write_atomically(&self.path, &bytes)?;
+        super::run_dir::write_atomically(&self.path, &bytes)?;
         self.last = Some(bytes);
         Ok(true)
     }
-}
-
-/// Temp file in the same directory, then rename: readers never see a torn
-/// file. No fsync: the file describes a running process and lives on /run
-/// (tmpfs); it must never make the daemon's single thread wait on a disk.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        // Readers (`ha-vip status` as any user) need 0755 whatever the umask
-        // (the unit sets UMask=0077); an existing directory is left as it is.
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
-            .map_err(|source| StatusError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write_err = |source| StatusError::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; readers need 0644.
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(bytes)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    if let Err(source) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(StatusError::Rename {
-            path: path.to_path_buf(),
-            source,
-        });
-    }
-    Ok(())
 }
 
 /// `ha-vip status`: prints the status file to stdout and returns the exit
