@@ -234,6 +234,7 @@ pub(crate) fn spawn_control(
     }
     let client = KubeClient::from_config(cfg)?;
     let creds = client.credentials().clone();
+    crate::credential::warn_if_cluster_admin(&creds);
     if cfg.k8s.insecure_skip_tls_verify {
         tracing::warn!(
             server = %cfg.k8s.api_server,
