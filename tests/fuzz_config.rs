@@ -10,6 +10,7 @@ use std::path::Path;
 
 use ha_vip::config::Config;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn cases() -> u32 {
     std::env::var("HAVIP_FUZZ_CASES")
@@ -111,7 +112,15 @@ fn apply(text: &str, edits: &[Edit]) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Integration tests have no lib.rs beside them for proptest's default.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/fuzz_config.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>()) {

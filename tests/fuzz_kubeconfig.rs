@@ -13,6 +13,7 @@ use base64::Engine;
 use ha_vip::config::{Credential, K8s};
 use ha_vip::kube::Credentials;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use rcgen::{CertificateParams, DnType, KeyPair};
 
 fn cases() -> u32 {
@@ -76,7 +77,15 @@ fn splice(text: &str, at: usize, len: usize, with: &str) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Integration tests have no lib.rs beside them for proptest's default.
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/proptest-regressions/fuzz_kubeconfig.txt"
+        )))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn edited_kubeconfigs_never_panic(
