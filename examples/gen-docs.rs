@@ -67,7 +67,11 @@ fn generate(out: &Path) -> io::Result<Vec<PathBuf>> {
     file.flush()?;
     written.push(main_page);
 
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // One page per command, and per nested command (`credential issue`),
+    // which its parent's SUBCOMMANDS section refers to.
+    let subs = cmd.get_subcommands().filter(|s| !s.is_hide_set());
+    let nested = subs.flat_map(|s| std::iter::once(s).chain(s.get_subcommands()));
+    for sub in nested.filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         let man = Man::new(sub.clone())
             .section(SECTION)
             .date(&date)

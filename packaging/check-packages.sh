@@ -133,6 +133,8 @@ sort >"$WORK/deb-expected" <<EOF
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-status.8.gz
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-release.8.gz
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-version.8.gz
+-rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-credential.8.gz
+-rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-credential-issue.8.gz
 -rw-r--r-- 0/0 ./usr/share/bash-completion/completions/ha-vip
 -rw-r--r-- 0/0 ./usr/share/zsh/vendor-completions/_ha-vip
 -rw-r--r-- 0/0 ./usr/share/fish/vendor_completions.d/ha-vip.fish
@@ -271,6 +273,8 @@ sort >"$WORK/rpm-expected" <<EOF
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-status.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-release.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-version.8.gz
+-rw-r--r-- root root d /usr/share/man/man8/ha-vip-credential.8.gz
+-rw-r--r-- root root d /usr/share/man/man8/ha-vip-credential-issue.8.gz
 -rw-r--r-- root root - /usr/share/bash-completion/completions/ha-vip
 -rw-r--r-- root root - /usr/share/zsh/site-functions/_ha-vip
 -rw-r--r-- root root - /usr/share/fish/vendor_completions.d/ha-vip.fish

@@ -7,6 +7,7 @@
 pub mod announce;
 pub mod cli;
 pub mod config;
+pub mod credential;
 pub mod daemon;
 pub mod hardening;
 pub mod health;

@@ -40,6 +40,10 @@ fn execute(command: Command) -> Result<(), CliError> {
             logging::init_stderr("warn");
             cli::check_config(&path, &mut io::stdout().lock(), &mut io::stderr().lock())
         }
+        Command::Credential { command } => {
+            logging::init_stderr("warn");
+            cli::credential(command, &mut io::stdout().lock())
+        }
         Command::Version => {
             println!("{}", cli::version());
             Ok(())

@@ -39,7 +39,7 @@ fn the_example_states_the_real_defaults() {
     let example = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     // The same file with only what it must say: everything else defaulted.
     let minimal = Config::parse(
-        "interface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/kubernetes/admin.conf\n",
+        "interface: eth0\nvips: [10.0.0.100]\nk8s:\n  kubeconfig: /etc/ha-vip/kubeconfig\n",
         Path::new("minimal.yaml"),
     )
     .unwrap_or_else(|e| panic!("{e}"));

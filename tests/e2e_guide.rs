@@ -1,6 +1,6 @@
 //! docs/operations.md followed as written, as far as a machine without
-//! systemd allows: section 3a's shell commands make a dedicated client
-//! certificate and kubeconfig (paths moved into a temporary directory, the
+//! systemd allows: section 3a's `ha-vip credential issue` (and its openssl
+//! recipe) make a dedicated client certificate and kubeconfig (paths moved into a temporary directory, the
 //! harness's client CA standing in for /etc/kubernetes/pki/ca.crt), the
 //! shipped packaging/kubernetes/rbac.yaml is applied, section 2's
 //! configuration passes `ha-vip check-config`, and `ha-vip run` (what
@@ -53,20 +53,37 @@ async fn serial_e2e_the_operations_guide_credential_path_works() {
     std::fs::write(pki.join("ca.crt"), bundle).unwrap();
     std::fs::copy(api.var("KUBE_CLIENT_CA_KEY"), pki.join("ca.key")).unwrap();
 
-    // Section 3a, as written, with the paths moved.
-    let script = guide_block("**a) A dedicated client certificate")
-        .replace("/etc/kubernetes/pki/", &format!("{}/", pki.display()))
-        .replace("/etc/ha-vip", &etc.display().to_string());
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "guide 3a failed:\n{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Section 3a, as written, with the paths moved: the one command, and
+    // the by-hand openssl recipe after it.
+    let bin_dir = binary().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    let kubeconfig = etc.join("ha-vip.kubeconfig");
+    for marker in [
+        "**a) A dedicated client certificate",
+        "By hand, or with a CA that is not on the node",
+    ] {
+        let script = guide_block(marker)
+            .replace("/etc/kubernetes/pki/", &format!("{}/", pki.display()))
+            .replace("/etc/ha-vip", &etc.display().to_string());
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "guide 3a failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        etc.join("ha-vip.kubeconfig").exists(),
+        "the openssl recipe's kubeconfig"
+    );
+    let kubeconfig = etc.join("kubeconfig");
     assert!(kubeconfig.exists());
 
     // The shipped RBAC, applied as the guide says (kubectl apply -f rbac.yaml).

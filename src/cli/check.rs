@@ -30,6 +30,7 @@ pub fn check_config(
         return Err(CliError::Exit(super::exit::CONFIG));
     }
     summarize(path, &config, out).map_err(CliError::Output)?;
+    crate::credential::write_file_warnings(path, &config, warn).map_err(CliError::Output)?;
     warnings(&config, warn).map_err(CliError::Output)
 }
 

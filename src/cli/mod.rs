@@ -4,6 +4,7 @@
 //! into its [`CliError::exit_code`]; every command body lives here.
 
 mod check;
+mod credential;
 mod release;
 mod run;
 mod status;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, defaults};
 
 pub use check::check_config;
+pub use credential::{CredentialCommand, IssueArgs, credential};
 pub use release::release;
 pub use run::run;
 pub use status::status;
@@ -70,6 +72,12 @@ pub enum Command {
         #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Issue a least-privilege credential for ha-vip (see `ha-vip credential issue --help`).
+    Credential {
+        /// What to do.
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
     /// Print the version.
     Version,
 }
@@ -103,6 +111,9 @@ pub enum CliError {
     /// The status file could not be read.
     #[error(transparent)]
     Status(#[from] crate::observe::StatusError),
+    /// `credential issue` failed; nothing usable was written.
+    #[error(transparent)]
+    Credential(#[from] crate::credential::IssueError),
     /// The command has reported already; exit with this code.
     #[error("")]
     Exit(u8),
@@ -122,6 +133,7 @@ impl CliError {
             | Self::DaemonRunning { .. }
             | Self::Instance(_)
             | Self::Release(_)
+            | Self::Credential(_)
             | Self::Status(_)
             | Self::Output(_) => exit::RUNTIME,
         }

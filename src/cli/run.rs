@@ -10,6 +10,10 @@ use crate::instance::InstanceLock;
 /// Runs the daemon with `config` (read from `path`, re-read on SIGHUP) until
 /// SIGTERM or SIGINT.
 pub fn run(path: &Path, config: Config) -> Result<(), CliError> {
+    crate::credential::log_file_warnings(path, &config);
+    // The lock file lives in run_dir: refuse a run_dir others could plant
+    // a link in before opening anything there.
+    crate::observe::check_run_dir(&config.run_dir)?;
     // Before anything touches the interface or the Lease, and held until
     // we return: a second daemon would delete our VIPs and release our Lease.
     let lock = InstanceLock::acquire(&config.run_dir)?;

@@ -14,7 +14,7 @@ use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter}
 use crate::kube::{Credentials, KubeClient, KubeError};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
-use crate::observe::{Metrics, MetricsError, MetricsServer, Status, StatusWriter};
+use crate::observe::{Metrics, Status, StatusError, StatusWriter, spawn_metrics_endpoint};
 use crate::systemd::SdNotifier;
 use crate::vip::{
     self, AddressTable, Cause, CleanupError, Guard, NetEvent, NetlinkAddressTable, Tracked,
@@ -39,9 +39,9 @@ pub enum SetupError {
     /// The health probe could not be built.
     #[error("{0}")]
     Health(#[from] HealthError),
-    /// The metrics endpoint could not listen.
+    /// The run directory is unsafe (another user could write in it).
     #[error("{0}")]
-    Metrics(#[from] MetricsError),
+    RunDir(#[from] StatusError),
     /// The CLOCK_BOOTTIME timer could not be created.
     #[error("{0}")]
     Sleep(#[from] crate::sleep::BootClockError),
@@ -146,6 +146,7 @@ impl<I: Io> Drop for Parts<I> {
 
 /// Opens everything, removes leftover VIPs, and starts the tasks.
 pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
+    crate::observe::check_run_dir(&cfg.run_dir)?;
     let notifier = SdNotifier::from_env();
     let table = Arc::new(Tracked::new(NetlinkAddressTable::connect(&cfg.interface)?));
     vip::refuse_foreign(table.inner(), &cfg.vips).await?;
@@ -183,12 +184,14 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), watcher);
 
     let metrics = Metrics::new(&cfg.vips);
-    let metrics_server = match cfg.metrics_listen {
+    let status_writer = StatusWriter::new(cfg.status_file());
+    // Never fatal: a local user holding the port must not keep the VIP down.
+    let (metrics_server, status_writer) = match cfg.metrics_listen {
         Some(addr) => {
-            let server = MetricsServer::bind(addr).await?;
-            Some(tokio::spawn(server.run(metrics.clone())))
+            let (task, state) = spawn_metrics_endpoint(addr, metrics.clone());
+            (Some(task), status_writer.with_metrics_endpoint(state))
         }
-        None => None,
+        None => (None, status_writer),
     };
 
     metrics.set_healthy(machine.healthy());
@@ -214,6 +217,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             notifier,
             metrics,
             metrics_server,
+            status_writer,
             machine,
             sleep,
         },
@@ -262,6 +266,8 @@ pub(crate) struct Wiring<I: Io> {
     pub(crate) notifier: SdNotifier,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_server: Option<JoinHandle<()>>,
+    /// Writes the status file (with the metrics endpoint's state, if any).
+    pub(crate) status_writer: StatusWriter,
     /// The machine as the start found it (carrier, resumed health).
     pub(crate) machine: Machine,
     /// The fence on CLOCK_BOOTTIME and the logind sleep inhibitor.
@@ -272,7 +278,6 @@ impl<I: Io> Daemon<I> {
     /// A follower over `w`, campaigning if `w.machine` does.
     pub(crate) fn assemble(cfg: Config, w: Wiring<I>) -> Self {
         let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
-        let status_writer = StatusWriter::new(cfg.status_file());
         let (health, health_reports) = w.health;
         Daemon {
             machine: w.machine,
@@ -292,7 +297,7 @@ impl<I: Io> Daemon<I> {
             net_events: w.net_events,
             notifier: w.notifier,
             status,
-            status_writer,
+            status_writer: w.status_writer,
             metrics: w.metrics,
             holder: None,
             last_probe: String::from("no probe yet"),
@@ -342,6 +347,7 @@ pub(crate) fn spawn_control(
     }
     let client = KubeClient::from_config(cfg)?;
     let creds = client.credentials().clone();
+    crate::credential::warn_if_cluster_admin(&creds);
     if cfg.k8s.insecure_skip_tls_verify {
         tracing::warn!(
             server = %cfg.k8s.api_server,

@@ -2,13 +2,13 @@
 //! `<run_dir>/status.json` and read by `ha-vip status`.
 
 use std::fmt::{self, Write as _};
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::sync::watch;
 
 use crate::config::Vip;
 use crate::role::{Role, TransitionReason};
@@ -66,6 +66,21 @@ pub enum StatusError {
     /// The status could not be printed.
     #[error("failed to print status: {0}")]
     Print(io::Error),
+    /// The run directory could let another user replace the status file.
+    #[error(
+        "run_dir {path} is {problem} (owner uid {uid}, mode {mode:04o}): another local user could plant links where ha-vip writes as root or replace the status that `ha-vip status` and `ha-vip release` trust; fix it with `chown root:root {path} && chmod 0755 {path}`, or set run_dir to a directory only root can write (default /run/ha-vip)",
+        path = path.display()
+    )]
+    UnsafeRunDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+        /// Its owner.
+        uid: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
 }
 
 /// A wall-clock time, stored as RFC 3339 UTC with milliseconds.
@@ -171,6 +186,9 @@ pub struct Status {
     /// The client certificate in use, if the credential has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<ClientCertificate>,
+    /// The metrics endpoint, when enabled: filled in by [`StatusWriter`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsStatus>,
 }
 
 /// The client certificate the daemon presents to the API server.
@@ -180,6 +198,21 @@ pub struct ClientCertificate {
     pub subject: String,
     /// End of validity.
     pub not_after: Timestamp,
+}
+
+/// Whether the metrics endpoint serves, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsStatus {
+    /// The address it listens on (or tries to).
+    pub listen: String,
+    /// Whether it is serving.
+    pub serving: bool,
+    /// Why the last bind failed, with what to do; `None` while serving.
+    pub error: Option<String>,
+    /// Binds that failed so far.
+    pub failed_binds: u32,
+    /// When it started serving, or first failed.
+    pub since: Timestamp,
 }
 
 impl Status {
@@ -203,6 +236,7 @@ impl Status {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             client_certificate: None,
+            metrics: None,
         }
     }
 
@@ -246,6 +280,7 @@ impl Status {
 pub struct StatusWriter {
     path: PathBuf,
     last: Option<Vec<u8>>,
+    metrics: Option<watch::Receiver<MetricsStatus>>,
 }
 
 impl StatusWriter {
@@ -254,7 +289,15 @@ impl StatusWriter {
         Self {
             path: path.into(),
             last: None,
+            metrics: None,
         }
+    }
+
+    /// Also records the metrics endpoint's state (from
+    /// [`super::spawn_metrics_endpoint`]) in every status written.
+    pub fn with_metrics_endpoint(mut self, state: watch::Receiver<MetricsStatus>) -> Self {
+        self.metrics = Some(state);
+        self
     }
 
     /// The status file's path.
@@ -265,68 +308,28 @@ impl StatusWriter {
     /// Writes `status` unless it equals the last one written; returns whether
     /// it wrote. Readers see the old file or the new one, never a torn one.
     pub fn write(&mut self, status: &Status) -> Result<bool, StatusError> {
+        // The endpoint runs in its own task; its state joins the daemon's here.
+        let merged;
+        let status = match &self.metrics {
+            Some(state) => {
+                merged = Status {
+                    metrics: Some(state.borrow().clone()),
+                    ..status.clone()
+                };
+                &merged
+            }
+            None => status,
+        };
         // Invariant: Status has string keys and no maps; serializing cannot fail.
         let mut bytes = serde_json::to_vec_pretty(status).expect("Status serializes");
         bytes.push(b'\n');
         if self.last.as_ref() == Some(&bytes) {
             return Ok(false);
         }
-        write_atomically(&self.path, &bytes)?;
+        super::run_dir::write_atomically(&self.path, &bytes)?;
         self.last = Some(bytes);
         Ok(true)
     }
-}
-
-/// Temp file in the same directory, then rename: readers never see a torn
-/// file. No fsync: the file describes a running process and lives on /run
-/// (tmpfs); it must never make the daemon's single thread wait on a disk.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StatusError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        // Readers (`ha-vip status` as any user) need 0755 whatever the umask
-        // (the unit sets UMask=0077); an existing directory is left as it is.
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(0o755)))
-            .map_err(|source| StatusError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-    }
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let write_err = |source| StatusError::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        // The umask may have narrowed the mode; readers need 0644.
-        f.set_permissions(fs::Permissions::from_mode(0o644))?;
-        f.write_all(bytes)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(write_err(e));
-    }
-    if let Err(source) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(StatusError::Rename {
-            path: path.to_path_buf(),
-            source,
-        });
-    }
-    Ok(())
 }
 
 /// `ha-vip status`: prints the status file to stdout and returns the exit
@@ -492,6 +495,18 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
             "client certificate",
             format!("{}, expires {} ({left})", c.subject, clock(c.not_after)),
         ));
+    }
+    if let Some(m) = &status.metrics {
+        let state = match &m.error {
+            None => format!("serving on {}", m.listen),
+            Some(e) => format!(
+                "NOT serving on {}: {e} (retrying; first failure {}, {} failed binds)",
+                m.listen,
+                ago(m.since, now),
+                m.failed_binds
+            ),
+        };
+        lines.push(("metrics", state));
     }
 
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;

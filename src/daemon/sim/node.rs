@@ -20,7 +20,7 @@ use crate::daemon::{Daemon, DaemonError, Signals, serve};
 use crate::health::{self, FakeProbe, StabilityFilter};
 use crate::lease::{Elector, FakeLeaseStore, Timings};
 use crate::machine::Machine;
-use crate::observe::Metrics;
+use crate::observe::{Metrics, StatusWriter};
 use crate::sleep::{FakeBootClock, Sleep};
 use crate::systemd::SdNotifier;
 use crate::vip::{Guard, Tracked, WatchedVips};
@@ -108,6 +108,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
             notifier: SdNotifier::new(None, None),
             metrics: Metrics::new(&cfg.vips),
             metrics_server: None,
+            status_writer: StatusWriter::new(cfg.status_file()),
             machine: Machine::new(cfg.lease.renew_deadline)
                 .with_carrier_buffer(cfg.health.stability_buffer),
             // A boot-time clock that never jumps: the simulation does not
