@@ -100,8 +100,15 @@ clippy:
 # The ci profile (.config/nextest.toml): no retries, no fail-fast, generous timeouts.
 # The systemd suite needs the .deb: systemd-check runs it.
 SYSTEMD_TESTS := binary(/^systemd_nspawn$$/)
+# Holds the kernel's RTNL lock (one lock for every namespace) for seconds on
+# purpose: run alone, after the rest, so no other test's timing feels it.
+RTNL_TESTS := binary(/^dataplane_late$$/)
+# Seeds of the simulation of the real daemon (src/daemon/sim): about 2
+# minutes of one core for 3000 in debug.
+HA_VIP_SIM_SEEDS ?= 3000
 test:
-	$(CARGO) nextest run --workspace --profile ci -E 'not $(SYSTEMD_TESTS)'
+	HA_VIP_SIM_SEEDS=$(HA_VIP_SIM_SEEDS) $(CARGO) nextest run --workspace --profile ci -E 'not ($(SYSTEMD_TESTS) | $(RTNL_TESTS))'
+	$(CARGO) nextest run --workspace --profile ci -E '$(RTNL_TESTS)'
 
 # The .deb under test in three booted systemd containers (systemd-nspawn) on
 # the lab's node namespaces: systemctl, journalctl, dpkg -i, apt-get purge.

@@ -205,6 +205,9 @@ mod tests {
         std::fs::write(&ca, cert.cert.pem()).expect("write");
         let token = dir.path().join("token");
         std::fs::write(&token, "abc\n").expect("write");
+        // As a credential should be: no warning about who can read it.
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod");
         let (r, _, warn) = check(&format!(
             "node_name: cp1\ninterface: eth0\nvips: [10.0.0.100]\nk8s:\n  token_file: {}\n  ca_cert: {}\n",
             token.display(),

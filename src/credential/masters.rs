@@ -31,7 +31,11 @@ pub fn admin_groups(der: &[u8]) -> Vec<String> {
 /// certificate of `creds` is in a cluster-admin group.
 pub fn warn_if_cluster_admin(creds: &Credentials) {
     let loaded = creds.current();
-    let Some(leaf) = loaded.identity.as_ref().and_then(|i| i.certified.cert.first()) else {
+    let Some(leaf) = loaded
+        .identity
+        .as_ref()
+        .and_then(|i| i.certified.cert.first())
+    else {
         return;
     };
     let groups = admin_groups(leaf);

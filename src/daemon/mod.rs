@@ -137,20 +137,37 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
-            ev = d.lease_events.recv() => match ev {
-                Some(ev) => d.on_lease(ev).await,
-                None => break Some("lease elector"),
+            // Everything else in turn, not in a fixed order: renewals come
+            // every retry_period, and when a slow kernel makes refreshing
+            // the VIPs take longer than that, a fixed order would never get
+            // to a health report (the VIPs would stay on an unhealthy node)
+            // or to the watchdog.
+            input = next_input(
+                &mut d.lease_events,
+                &mut d.health_reports,
+                &mut d.net_events,
+                &mut sighup,
+                &mut watchdog,
+            ) => match input {
+                Input::Lease(Some(first)) => {
+                    // A backlog of renewals is one refresh, to the newest
+                    // fence: each subsumes the ones before it.
+                    let mut batch = vec![first];
+                    while let Ok(ev) = d.lease_events.try_recv() {
+                        batch.push(ev);
+                    }
+                    for ev in coalesce_renewals(batch) {
+                        d.on_lease(ev).await;
+                    }
+                }
+                Input::Lease(None) => break Some("lease elector"),
+                Input::Health(Some(report)) => d.on_health(report).await,
+                Input::Health(None) => break Some("health monitor"),
+                Input::Net(Some(ev)) => d.on_net(ev).await,
+                Input::Net(None) => break Some("netlink watcher"),
+                Input::Reload => d.reload(config_path).await,
+                Input::Watchdog => d.ping_watchdog(),
             },
-            report = d.health_reports.recv() => match report {
-                Some(report) => d.on_health(report).await,
-                None => break Some("health monitor"),
-            },
-            ev = d.net_events.recv() => match ev {
-                Some(ev) => d.on_net(ev).await,
-                None => break Some("netlink watcher"),
-            },
-            _ = sighup.recv() => d.reload(config_path).await,
-            () = watchdog.tick() => d.ping_watchdog(),
         }
         d.publish();
     };
@@ -167,6 +184,48 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
         Some(task) => Err(DaemonError::TaskEnded(task)),
         None => Ok(()),
     }
+}
+
+/// One input of the main loop other than the timers and SIGTERM/SIGINT.
+enum Input {
+    Lease(Option<LeaseEvent>),
+    Health(Option<HealthReport>),
+    Net(Option<NetEvent>),
+    Reload,
+    Watchdog,
+}
+
+/// The next of the main loop's ordinary inputs; when several are ready,
+/// tokio picks one at random, so none can starve the others.
+async fn next_input<S: SignalStream>(
+    lease: &mut tokio::sync::mpsc::Receiver<LeaseEvent>,
+    health: &mut tokio::sync::mpsc::Receiver<HealthReport>,
+    net: &mut tokio::sync::mpsc::UnboundedReceiver<NetEvent>,
+    sighup: &mut S,
+    watchdog: &mut WatchdogTimer,
+) -> Input {
+    tokio::select! {
+        ev = lease.recv() => Input::Lease(ev),
+        report = health.recv() => Input::Health(report),
+        ev = net.recv() => Input::Net(ev),
+        _ = sighup.recv() => Input::Reload,
+        () = watchdog.tick() => Input::Watchdog,
+    }
+}
+
+/// `events` with each run of consecutive renewals cut to its newest one.
+fn coalesce_renewals(events: Vec<LeaseEvent>) -> Vec<LeaseEvent> {
+    let mut out: Vec<LeaseEvent> = Vec::with_capacity(events.len());
+    for ev in events {
+        if let (Some(LeaseEvent::Renewed { sent_at: last }), LeaseEvent::Renewed { sent_at }) =
+            (out.last_mut(), &ev)
+        {
+            *last = (*last).max(*sent_at);
+            continue;
+        }
+        out.push(ev);
+    }
+    out
 }
 
 fn signal_stream(
