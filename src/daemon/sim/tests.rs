@@ -29,7 +29,8 @@ fn regression_seeds() {
     // renewal was always queued: the holder turned unhealthy and kept the
     // Lease and its VIPs for good ("liveness: node-1 failed at 11.199s and
     // no healthy standby held the lease by 18.199s").
-    for seed in [1856] {
+    const SEEDS: &[u64] = &[1856];
+    for &seed in SEEDS {
         let out = super::faults::run_seed(seed, &super::options::Options::default(), false);
         assert!(
             out.violations.is_empty(),
