@@ -177,6 +177,7 @@ impl Daemon {
         );
         self.metrics.record_transition(from, to, reason);
         self.status.transition(to, reason, now);
+        self.cluster.record(from, to, reason, now);
     }
 
     /// Writes the status file and sends STATUS= when something changed, and
@@ -193,6 +194,7 @@ impl Daemon {
         if let Err(e) = self.status_writer.write(&self.status) {
             tracing::warn!(error = %e, "failed to write the status file");
         }
+        self.cluster.publish(&self.status);
         let line = self.status_line();
         if line != self.last_sd_status {
             let _ = self.notifier.status(&line);

@@ -165,6 +165,8 @@ pub(crate) struct Daemon {
     /// Set when removing the VIPs failed: the lease is not released before
     /// this instant unless a retried removal succeeds.
     pub(crate) release_blocked: Option<Instant>,
+    /// Feeds this node's entry of the VirtualIP object (never blocks).
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 impl Daemon {
@@ -280,6 +282,7 @@ impl Daemon {
         }
         // Whatever happened above, leave no VIP behind.
         self.parts.remove_all(&self.cfg).await;
+        self.cluster.finish(crate::cluster::FINISH_BOUND).await;
         tracing::info!("stopped");
     }
 }

@@ -167,6 +167,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
 
     let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
     let status_writer = StatusWriter::new(cfg.status_file());
+    let cluster = crate::cluster::spawn(&cfg, &metrics);
     Ok(Daemon {
         machine: Machine::new(cfg.lease.renew_deadline),
         parts: Parts {
@@ -196,6 +197,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         announcing: false,
         vip_until: None,
         release_blocked: None,
+        cluster,
         cfg,
     })
 }

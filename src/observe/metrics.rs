@@ -152,6 +152,7 @@ pub struct Metrics {
     probe_duration: Histogram,
     lease_request_duration: Family<OpLabels, Histogram>,
     renew_failures: Counter,
+    cluster_write_errors: Counter,
     announcements: [Arc<AtomicU64>; 2],
 }
 
@@ -168,6 +169,7 @@ impl Metrics {
         let lease_request_duration =
             Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let renew_failures = Counter::default();
+        let cluster_write_errors = Counter::default();
         let announcements = [Arc::default(), Arc::default()];
 
         registry.register(
@@ -210,6 +212,11 @@ impl Metrics {
             "Lease renewals that failed",
             renew_failures.clone(),
         );
+        registry.register(
+            "ha_vip_cluster_write_errors",
+            "VirtualIP status writes and Events that failed (never a role change)",
+            cluster_write_errors.clone(),
+        );
         registry.register_collector(Box::new(AnnouncementCollector {
             counters: [
                 (AnnounceFamily::Ipv4Garp, Arc::clone(&announcements[0])),
@@ -247,6 +254,7 @@ impl Metrics {
             probe_duration,
             lease_request_duration,
             renew_failures,
+            cluster_write_errors,
             announcements,
         }
     }
@@ -290,6 +298,11 @@ impl Metrics {
         self.lease_request_duration
             .get_or_create(&OpLabels { op })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a failed VirtualIP status write or Event.
+    pub fn cluster_write_failed(&self) {
+        self.cluster_write_errors.inc();
     }
 
     /// Counts a failed renewal.

@@ -1,0 +1,537 @@
+//! The VirtualIP object against a real kube-apiserver (1.20): the CRD, the
+//! writer task of src/cluster/ with the node credential and rbac.yaml,
+//! concurrent server-side apply by three nodes, stale entries, Events, and
+//! a missing CRD.
+
+#[path = "common/apiserver.rs"]
+mod apiserver;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use apiserver::ApiServer;
+use ha_vip::cluster::events::EVENT_NAMESPACE;
+use ha_vip::cluster::object::{RESOURCE, object_path};
+use ha_vip::cluster::view::{ClusterView, fetch};
+use ha_vip::cluster::{Cluster, Settings, VirtualIp};
+use ha_vip::config::{Credential, Vip};
+use ha_vip::kube::{KubeClient, KubeError, Operation};
+use ha_vip::observe::{Metrics, Status};
+use ha_vip::role::{Role, TransitionReason};
+use serde_json::Value;
+use tokio::time::timeout;
+
+const OBJECT: &str = "ha-vip";
+
+fn root(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The writer's WARNs in the test output.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("ha_vip=debug")
+        .try_init();
+}
+
+fn vips() -> Vec<Vip> {
+    vec![Vip {
+        addr: "10.0.0.100".parse().unwrap(),
+        prefix_len: 32,
+    }]
+}
+
+fn settings(node: &str) -> Settings {
+    Settings {
+        node: node.into(),
+        object: OBJECT.into(),
+        lease_namespace: "kube-system".into(),
+        vips: vips().iter().map(ToString::to_string).collect(),
+        priority: 0,
+        heartbeat: Duration::from_millis(500),
+        min_gap: Duration::from_millis(50),
+        stale_after: Duration::from_secs(2),
+        retry: Duration::from_millis(200),
+    }
+}
+
+fn op(verb: &'static str, resource: &'static str) -> Operation {
+    Operation {
+        verb,
+        resource,
+        namespace: None,
+        name: None,
+    }
+}
+
+/// Installs the CRD as admin and waits until the resource is served.
+async fn install_crd(api: &ApiServer) {
+    let text = std::fs::read_to_string(root("packaging/kubernetes/virtualip-crd.yaml")).unwrap();
+    let crd: Value = serde_saphyr::from_str(&text).unwrap();
+    let admin = api.admin();
+    let _: Value = admin
+        .post(
+            &op("create", "customresourcedefinitions.apiextensions.k8s.io"),
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            &crd,
+        )
+        .await
+        .expect("the v1 CRD is accepted");
+    timeout(Duration::from_secs(20), async {
+        loop {
+            let r: Result<Value, _> = admin
+                .get(&op("list", RESOURCE), "/apis/ha-vip.io/v1alpha1/virtualips")
+                .await;
+            if r.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the CRD was not served within 20 s");
+}
+
+/// rbac.yaml applied, and the node credential allowed by it (RBAC reaches
+/// the authorizer through an informer).
+async fn node_client(api: &ApiServer) -> KubeClient {
+    api.apply(&root("packaging/kubernetes/rbac.yaml")).await;
+    let node = api.client(
+        Credential::Kubeconfig(api.var("KUBECONFIG_NODE").into()),
+        Duration::from_secs(5),
+    );
+    let probe = Operation {
+        verb: "get",
+        resource: "leases.coordination.k8s.io",
+        namespace: Some(Arc::from("kube-system")),
+        name: Some(Arc::from("ha-vip")),
+    };
+    timeout(Duration::from_secs(10), async {
+        loop {
+            let r: Result<Value, _> = node
+                .get(
+                    &probe,
+                    "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/ha-vip",
+                )
+                .await;
+            if !matches!(r, Err(KubeError::Forbidden { .. })) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("rbac.yaml did not take effect within 10 s");
+    node
+}
+
+/// A daemon status: `role`, healthy or not, holder as seen.
+fn status(node: &str, role: Role, healthy: bool, holder: Option<&str>) -> Status {
+    let now = SystemTime::now();
+    let mut s = Status::new(node, &vips(), now);
+    s.transition(Role::Follower, TransitionReason::Started, now);
+    if matches!(role, Role::Leader | Role::Stopping) {
+        s.transition(Role::Leader, TransitionReason::AcquiredLease, now);
+    }
+    if role == Role::Stopping {
+        s.transition(Role::Stopping, TransitionReason::Shutdown, now);
+    }
+    s.healthy = healthy;
+    s.holder = holder.map(String::from);
+    s.record_probe(healthy, if healthy { "ok" } else { "HTTP 500" }, now);
+    s
+}
+
+async fn read(api: &ApiServer) -> Option<VirtualIp> {
+    fetch(&api.admin(), OBJECT).await.unwrap()
+}
+
+/// Polls the object until `cond` holds; panics with the last object.
+async fn wait_object(api: &ApiServer, what: &str, cond: impl Fn(&VirtualIp) -> bool) -> VirtualIp {
+    let mut last = None;
+    let r = timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(o) = read(api).await {
+                if cond(&o) {
+                    return o;
+                }
+                last = Some(o);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("{what}: not within 15 s; last object: {last:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_apply_their_own_entries_concurrently_and_a_silent_one_turns_stale() {
+    logs();
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    install_crd(&api).await;
+    let node = node_client(&api).await;
+    let metrics = Metrics::new(&vips());
+    let mut a = Cluster::start(node.clone(), settings("node-a"), &metrics);
+    let mut b = Cluster::start(node.clone(), settings("node-b"), &metrics);
+    let c = Cluster::start(node.clone(), settings("node-c"), &metrics);
+    // All three publish at once and keep changing their own entries (every
+    // change is written at once), so the applies race at the API server.
+    for i in 0..10 {
+        let h = i % 2 == 0;
+        a.publish(&status("node-a", Role::Follower, h, None));
+        b.publish(&status("node-b", Role::Follower, !h, None));
+        c.publish(&status("node-c", Role::Follower, h, None));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let at = SystemTime::now();
+    a.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        at,
+    );
+    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
+    b.publish(&status("node-b", Role::Follower, true, Some("node-a")));
+    c.publish(&status("node-c", Role::Follower, false, Some("node-a")));
+    let obj = wait_object(&api, "three entries and the holder", |o| {
+        let st = &o.status;
+        st.holder.as_deref() == Some("node-a")
+            && st
+                .node("node-a")
+                .is_some_and(|e| e.role == "leader" && e.healthy)
+            && st
+                .node("node-b")
+                .is_some_and(|e| e.role == "follower" && e.healthy)
+            && st
+                .node("node-c")
+                .is_some_and(|e| e.role == "follower" && !e.healthy)
+    })
+    .await;
+    assert_eq!(obj.status.nodes.len(), 3, "{obj:#?}");
+    assert_eq!(obj.spec.vips, vec!["10.0.0.100/32".to_string()]);
+    assert_eq!(obj.status.vips.as_deref(), Some("10.0.0.100/32"));
+    assert_eq!(
+        obj.status.failovers,
+        Some(0),
+        "a first holder is no failover"
+    );
+    let e = obj.status.node("node-c").unwrap();
+    assert_eq!(e.last_probe.as_deref(), Some("HTTP 500"));
+    assert!(e.last_probe_time.is_some() && e.heartbeat_time.is_some());
+    assert_eq!(e.version, env!("CARGO_PKG_VERSION"));
+
+    // Each entry is owned by its node's field manager only.
+    let raw: Value = api
+        .admin()
+        .get(&op("get", RESOURCE), &object_path(OBJECT))
+        .await
+        .unwrap();
+    let managers: Vec<&str> = raw["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap())
+        .collect();
+    for m in [
+        "ha-vip-node-a",
+        "ha-vip-node-b",
+        "ha-vip-node-c",
+        "ha-vip-holder",
+        "ha-vip",
+    ] {
+        assert!(managers.contains(&m), "manager {m} missing: {managers:?}");
+    }
+
+    // READY counts the healthy, fresh nodes: a and b.
+    let obj = wait_object(&api, "ready 2/3", |o| {
+        o.status.ready.as_deref() == Some("2/3")
+    })
+    .await;
+    let view = ClusterView::new(&obj, SystemTime::now());
+    eprintln!("{}", view.table(SystemTime::now()));
+
+    // node-c stops writing (its daemon is gone): within its stale limit
+    // (2 s) plus a heartbeat it shows as stale, the others do not.
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let obj = read(&api).await.unwrap();
+    let view = ClusterView::new(&obj, SystemTime::now());
+    let stale: Vec<(&str, bool)> = view
+        .nodes
+        .iter()
+        .map(|n| (n.entry.name.as_str(), n.stale))
+        .collect();
+    assert_eq!(
+        stale,
+        [("node-a", false), ("node-b", false), ("node-c", true)]
+    );
+    let table = view.table(SystemTime::now());
+    eprintln!("{table}");
+    assert!(table.contains("follower (stale)"), "{table}");
+    a.finish(Duration::from_secs(2)).await;
+    b.finish(Duration::from_secs(2)).await;
+}
+
+/// The Events about the object, as (node, reason, count), sorted.
+async fn events(api: &ApiServer) -> Vec<(String, String, u64, String)> {
+    let list: Value = api
+        .admin()
+        .get(
+            &op("list", "events"),
+            &format!("/api/v1/namespaces/{EVENT_NAMESPACE}/events"),
+        )
+        .await
+        .unwrap();
+    let mut out: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["involvedObject"]["kind"] == "VirtualIP")
+        .map(|e| {
+            (
+                e["source"]["host"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap().to_string(),
+                e["count"].as_u64().unwrap_or(0),
+                e["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_produces_exactly_the_expected_events_and_counts_once() {
+    logs();
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    install_crd(&api).await;
+    let node = node_client(&api).await;
+    let metrics = Metrics::new(&vips());
+    let mut a = Cluster::start(node.clone(), settings("node-a"), &metrics);
+    let mut b = Cluster::start(node.clone(), settings("node-b"), &metrics);
+
+    // node-a acquires, b follows.
+    a.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
+    b.publish(&status("node-b", Role::Follower, true, Some("node-a")));
+    wait_object(&api, "node-a holds", |o| {
+        o.status.holder.as_deref() == Some("node-a")
+    })
+    .await;
+
+    // node-a's API server fails: it gives up, node-b takes over.
+    a.record(
+        Role::Leader,
+        Role::Follower,
+        TransitionReason::Unhealthy,
+        SystemTime::now(),
+    );
+    let mut st = status("node-a", Role::Follower, false, Some("node-b"));
+    st.transition(
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    st.transition(
+        Role::Follower,
+        TransitionReason::Unhealthy,
+        SystemTime::now(),
+    );
+    a.publish(&st);
+    wait_object(&api, "node-a reports the loss", |o| {
+        o.status
+            .node("node-a")
+            .is_some_and(|e| e.last_transition_reason.as_deref() == Some("unhealthy"))
+    })
+    .await;
+    b.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    b.publish(&status("node-b", Role::Leader, true, Some("node-b")));
+    let obj = wait_object(&api, "node-b holds", |o| {
+        o.status.holder.as_deref() == Some("node-b")
+    })
+    .await;
+    assert_eq!(obj.status.failovers, Some(1), "{obj:#?}");
+    assert_eq!(
+        obj.status.last_failover_reason.as_deref(),
+        Some("node-a: local API server unhealthy")
+    );
+
+    // node-b shuts down (planned handover), node-a takes the VIP back.
+    b.record(
+        Role::Leader,
+        Role::Stopping,
+        TransitionReason::Shutdown,
+        SystemTime::now(),
+    );
+    b.publish(&status("node-b", Role::Stopping, true, Some("node-b")));
+    b.finish(Duration::from_secs(5)).await;
+    a.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
+    let obj = wait_object(&api, "node-a holds again", |o| {
+        o.status.holder.as_deref() == Some("node-a") && o.status.failovers == Some(2)
+    })
+    .await;
+    assert_eq!(
+        obj.status.last_failover_reason.as_deref(),
+        Some("node-b: shutting down")
+    );
+    // Heartbeats and renewals add no Events: wait a few heartbeats.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.finish(Duration::from_secs(5)).await;
+
+    let seen = events(&api).await;
+    for e in &seen {
+        eprintln!("{e:?}");
+    }
+    let summary: Vec<(&str, &str, u64)> = seen
+        .iter()
+        .map(|(n, r, c, _)| (n.as_str(), r.as_str(), *c))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("node-a", "Acquired", 2),
+            ("node-a", "LostUnhealthy", 1),
+            ("node-b", "Acquired", 1),
+            ("node-b", "Released", 1),
+        ],
+        "one Event per node and reason, repeats counted"
+    );
+    let lost = &seen[1].3;
+    assert_eq!(
+        lost,
+        "node-a lost 10.0.0.100/32: local API server unhealthy"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_crd_the_writer_retries_slowly_and_publishing_never_waits() {
+    logs();
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let node = node_client(&api).await;
+    let metrics = Metrics::new(&vips());
+    let mut a = Cluster::start(node, settings("node-a"), &metrics);
+    // Publishing is a channel send: it never waits for the API server.
+    let t0 = std::time::Instant::now();
+    for i in 0..1000 {
+        a.publish(&status("node-a", Role::Follower, i % 2 == 0, None));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    // retry 200 ms, a missing CRD waits 10 times that: about 2 attempts in 3 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = metrics.encode();
+    let errors: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ha_vip_cluster_write_errors_total "))
+        .expect("the counter is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=3).contains(&errors),
+        "slow retry, not a busy loop: {errors} failed writes"
+    );
+    assert!(read(&api).await.is_none());
+    // Installing the CRD later is picked up without a restart.
+    install_crd(&api).await;
+    wait_object(&api, "the entry once the CRD exists", |o| {
+        o.status.node("node-a").is_some()
+    })
+    .await;
+    a.finish(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_credential_can_write_this_object_and_events_and_nothing_more() {
+    logs();
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    install_crd(&api).await;
+    let node = node_client(&api).await;
+    let metrics = Metrics::new(&vips());
+    // The writer, with only rbac.yaml's rules, creates the object and writes.
+    let mut a = Cluster::start(node.clone(), settings("node-a"), &metrics);
+    a.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
+    wait_object(&api, "holder written by the node", |o| {
+        o.status.holder.as_deref() == Some("node-a")
+    })
+    .await;
+    a.finish(Duration::from_secs(5)).await;
+    assert!(
+        metrics
+            .encode()
+            .contains("ha_vip_cluster_write_errors_total 0")
+    );
+    assert_eq!(events(&api).await.len(), 1);
+    // get works; another VirtualIP is out of reach; no list, no delete.
+    let _: VirtualIp = node
+        .get(&op("get", RESOURCE), &object_path(OBJECT))
+        .await
+        .unwrap();
+    let forbidden = |r: Result<Value, KubeError>| {
+        assert!(matches!(r, Err(KubeError::Forbidden { .. })), "{r:?}")
+    };
+    forbidden(node.get(&op("get", RESOURCE), &object_path("other")).await);
+    forbidden(
+        node.get(&op("list", RESOURCE), "/apis/ha-vip.io/v1alpha1/virtualips")
+            .await,
+    );
+    let other = serde_json::json!({
+        "apiVersion": "ha-vip.io/v1alpha1", "kind": "VirtualIP", "metadata": {"name": "other"}
+    });
+    forbidden(
+        node.patch(
+            &op("patch", RESOURCE),
+            &format!("{}?fieldManager=x", object_path("other")),
+            ha_vip::kube::APPLY_PATCH,
+            &other,
+        )
+        .await,
+    );
+    forbidden(
+        node.get(&op("list", "events"), "/api/v1/namespaces/default/events")
+            .await,
+    );
+    forbidden(
+        node.post(
+            &op("create", "events"),
+            "/api/v1/namespaces/kube-system/events",
+            &serde_json::json!({"metadata": {"name": "x"}}),
+        )
+        .await,
+    );
+}
