@@ -4,6 +4,7 @@
 //! into its [`CliError::exit_code`]; every command body lives here.
 
 mod check;
+mod cluster;
 mod release;
 mod run;
 mod status;
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, defaults};
 
 pub use check::check_config;
+pub use cluster::status_cluster;
 pub use release::release;
 pub use run::run;
 pub use status::status;
@@ -60,6 +62,10 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Every node's state from the VirtualIP object (or the Lease holder
+        /// when its CRD is not installed), read from the API server.
+        #[arg(long)]
+        cluster: bool,
         /// Configuration file (it names the status file).
         #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
         config: PathBuf,
@@ -100,6 +106,9 @@ pub enum CliError {
     /// The status file could not be read.
     #[error(transparent)]
     Status(#[from] crate::observe::StatusError),
+    /// `status --cluster` could not read the cluster view.
+    #[error("cannot show the cluster view: {0}")]
+    Cluster(String),
     /// The command has reported already; exit with this code.
     #[error("")]
     Exit(u8),
@@ -119,6 +128,7 @@ impl CliError {
             | Self::DaemonRunning { .. }
             | Self::Release(_)
             | Self::Status(_)
+            | Self::Cluster(_)
             | Self::Output(_) => exit::RUNTIME,
         }
     }
@@ -153,7 +163,7 @@ mod tests {
         assert_eq!(path, Path::new("/etc/ha-vip/config.yaml"));
         let cli = Cli::try_parse_from(["ha-vip", "status", "--json"]).expect("parses");
         assert!(
-            matches!(cli.command, Command::Status { json: true, config } if config == Path::new("/etc/ha-vip/config.yaml"))
+            matches!(cli.command, Command::Status { json: true, config, cluster: false } if config == Path::new("/etc/ha-vip/config.yaml"))
         );
     }
 
