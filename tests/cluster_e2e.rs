@@ -79,6 +79,66 @@ async fn requests(api: &ApiServer, resource: &str) -> f64 {
         .sum()
 }
 
+/// The server-side Table of the VirtualIPs (what kubectl prints), every
+/// column (`-o wide`), cells joined by two spaces, dates as they come.
+async fn server_table(api: &ApiServer) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sk", "-H"])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            api.var("KUBE_ADMIN_TOKEN")
+        ))
+        .args(["-H", "Accept: application/json;as=Table;v=v1;g=meta.k8s.io"])
+        .arg(format!(
+            "{}/apis/ha-vip.io/v1alpha1/virtualips",
+            api.server()
+        ))
+        .output()
+        .await
+        .expect("curl");
+    let t: Value = serde_json::from_slice(&out.stdout).expect("a Table");
+    let mut rows: Vec<Vec<String>> = vec![
+        t["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_uppercase())
+            .collect(),
+    ];
+    for r in t["rows"].as_array().unwrap() {
+        rows.push(
+            r["cells"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| match c {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "<none>".into(),
+                    other => other.to_string(),
+                })
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, String::len))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let cells: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            cells.join("   ").trim_end().to_string() + "\n"
+        })
+        .collect()
+}
+
 async fn wait_object(
     api: &ApiServer,
     name: &str,
@@ -211,6 +271,27 @@ fn serial_e2e_three_daemons_report_into_one_virtualip_with_events() {
     assert_eq!(json["holder"], holder.as_str());
     assert_eq!(json["nodes"].as_array().unwrap().len(), 3);
 
+    // What `kubectl get virtualips -o wide` shows: the server-side Table
+    // of the CRD's printer columns.
+    let wide = rt.block_on(server_table(&api));
+    eprintln!("$ kubectl get virtualips -o wide\n{wide}");
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "VIPS",
+            "HOLDER",
+            "READY",
+            "SINCE",
+            "FAILOVERS",
+            "AGE",
+            "LAST-FAILOVER"
+        ]
+    );
+    let row = wide.lines().nth(1).unwrap();
+    assert!(row.contains(&holder) && row.contains("3/3"), "{wide}");
+
     // Idle: status writes at a heartbeat's rate, next to the Lease's.
     let idle = Duration::from_secs(60);
     let before: Vec<f64> = ["leases", "virtualips", "events"]
@@ -255,6 +336,9 @@ fn serial_e2e_three_daemons_report_into_one_virtualip_with_events() {
         Some(format!("{holder}: shutting down").as_str()),
         "{obj:#?}"
     );
+    let wide = rt.block_on(server_table(&api));
+    eprintln!("$ kubectl get virtualips -o wide\n{wide}");
+    assert!(wide.contains(&format!("{holder}: shutting down")), "{wide}");
     let old = obj.status.node(&holder).unwrap();
     assert_eq!(
         old.role, "stopping",
@@ -274,5 +358,56 @@ fn serial_e2e_three_daemons_report_into_one_virtualip_with_events() {
     assert!(
         !log.contains("cannot write this node's VirtualIP status"),
         "{log}"
+    );
+}
+
+#[test]
+fn serial_e2e_without_the_crd_daemons_fail_over_as_before_with_one_warn() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let bed = Testbed::new(&api, 2, "nocrd");
+    let mut nodes = bed.nodes("node", FAST_HEALTH);
+    for n in &mut nodes {
+        n.start();
+    }
+    let holder = |bed: &Testbed| -> Option<usize> {
+        let h: Vec<usize> = (0..2).filter(|&i| bed.lab.has_vip(i)).collect();
+        (h.len() == 1).then(|| h[0])
+    };
+    let t0 = Instant::now();
+    let h = loop {
+        if let Some(h) = holder(&bed) {
+            break h;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no holder");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nodes[h].signal(Signal::SIGTERM);
+    assert!(nodes[h].wait(Duration::from_secs(20)).is_some());
+    let t0 = Instant::now();
+    while holder(&bed) != Some(1 - h) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no failover");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for n in &nodes {
+        let log = n.log_text();
+        assert_eq!(
+            log.matches("VirtualIP CRD is not installed").count(),
+            1,
+            "exactly one WARN per daemon: {log}"
+        );
+        assert!(log.contains("kubectl apply -f /usr/share/doc/ha-vip/virtualip-crd.yaml"));
+    }
+    assert!(
+        rt.block_on(fetch(&api.admin(), &bed.access.lease))
+            .unwrap()
+            .is_none()
     );
 }
