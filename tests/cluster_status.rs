@@ -5,6 +5,8 @@
 
 #[path = "common/apiserver.rs"]
 mod apiserver;
+#[path = "cluster_status/rbac.rs"]
+mod rbac;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,28 +24,28 @@ use ha_vip::role::{Role, TransitionReason};
 use serde_json::Value;
 use tokio::time::timeout;
 
-const OBJECT: &str = "ha-vip";
+pub(crate) const OBJECT: &str = "ha-vip";
 
 fn root(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
 /// The writer's WARNs in the test output.
-fn logs() {
+pub(crate) fn logs() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("ha_vip=debug")
         .try_init();
 }
 
-fn vips() -> Vec<Vip> {
+pub(crate) fn vips() -> Vec<Vip> {
     vec![Vip {
         addr: "10.0.0.100".parse().unwrap(),
         prefix_len: 32,
     }]
 }
 
-fn settings(node: &str) -> Settings {
+pub(crate) fn settings(node: &str) -> Settings {
     Settings {
         node: node.into(),
         object: OBJECT.into(),
@@ -57,7 +59,7 @@ fn settings(node: &str) -> Settings {
     }
 }
 
-fn op(verb: &'static str, resource: &'static str) -> Operation {
+pub(crate) fn op(verb: &'static str, resource: &'static str) -> Operation {
     Operation {
         verb,
         resource,
@@ -67,7 +69,7 @@ fn op(verb: &'static str, resource: &'static str) -> Operation {
 }
 
 /// Installs the CRD as admin and waits until the resource is served.
-async fn install_crd(api: &ApiServer) {
+pub(crate) async fn install_crd(api: &ApiServer) {
     let text = std::fs::read_to_string(root("packaging/kubernetes/virtualip-crd.yaml")).unwrap();
     let crd: Value = serde_saphyr::from_str(&text).unwrap();
     let admin = api.admin();
@@ -96,7 +98,7 @@ async fn install_crd(api: &ApiServer) {
 
 /// rbac.yaml applied, and the node credential allowed by it (RBAC reaches
 /// the authorizer through an informer).
-async fn node_client(api: &ApiServer) -> KubeClient {
+pub(crate) async fn node_client(api: &ApiServer) -> KubeClient {
     api.apply(&root("packaging/kubernetes/rbac.yaml")).await;
     let node = api.client(
         Credential::Kubeconfig(api.var("KUBECONFIG_NODE").into()),
@@ -128,7 +130,7 @@ async fn node_client(api: &ApiServer) -> KubeClient {
 }
 
 /// A daemon status: `role`, healthy or not, holder as seen.
-fn status(node: &str, role: Role, healthy: bool, holder: Option<&str>) -> Status {
+pub(crate) fn status(node: &str, role: Role, healthy: bool, holder: Option<&str>) -> Status {
     let now = SystemTime::now();
     let mut s = Status::new(node, &vips(), now);
     s.transition(Role::Follower, TransitionReason::Started, now);
@@ -144,12 +146,16 @@ fn status(node: &str, role: Role, healthy: bool, holder: Option<&str>) -> Status
     s
 }
 
-async fn read(api: &ApiServer) -> Option<VirtualIp> {
+pub(crate) async fn read(api: &ApiServer) -> Option<VirtualIp> {
     fetch(&api.admin(), OBJECT).await.unwrap()
 }
 
 /// Polls the object until `cond` holds; panics with the last object.
-async fn wait_object(api: &ApiServer, what: &str, cond: impl Fn(&VirtualIp) -> bool) -> VirtualIp {
+pub(crate) async fn wait_object(
+    api: &ApiServer,
+    what: &str,
+    cond: impl Fn(&VirtualIp) -> bool,
+) -> VirtualIp {
     let mut last = None;
     let r = timeout(Duration::from_secs(15), async {
         loop {
@@ -277,7 +283,7 @@ async fn three_nodes_apply_their_own_entries_concurrently_and_a_silent_one_turns
 }
 
 /// The Events about the object, as (node, reason, count), sorted.
-async fn events(api: &ApiServer) -> Vec<(String, String, u64, String)> {
+pub(crate) async fn events(api: &ApiServer) -> Vec<(String, String, u64, String)> {
     let list: Value = api
         .admin()
         .get(
@@ -466,72 +472,4 @@ async fn without_the_crd_the_writer_retries_slowly_and_publishing_never_waits() 
     })
     .await;
     a.finish(Duration::from_secs(2)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_credential_can_write_this_object_and_events_and_nothing_more() {
-    logs();
-    let Some(api) = ApiServer::start() else {
-        return;
-    };
-    install_crd(&api).await;
-    let node = node_client(&api).await;
-    let metrics = Metrics::new(&vips());
-    // The writer, with only rbac.yaml's rules, creates the object and writes.
-    let mut a = Cluster::start(node.clone(), settings("node-a"), &metrics);
-    a.record(
-        Role::Follower,
-        Role::Leader,
-        TransitionReason::AcquiredLease,
-        SystemTime::now(),
-    );
-    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
-    wait_object(&api, "holder written by the node", |o| {
-        o.status.holder.as_deref() == Some("node-a")
-    })
-    .await;
-    a.finish(Duration::from_secs(5)).await;
-    assert!(
-        metrics
-            .encode()
-            .contains("ha_vip_cluster_write_errors_total 0")
-    );
-    assert_eq!(events(&api).await.len(), 1);
-    // get works; another VirtualIP is out of reach; no list, no delete.
-    let _: VirtualIp = node
-        .get(&op("get", RESOURCE), &object_path(OBJECT))
-        .await
-        .unwrap();
-    let forbidden = |r: Result<Value, KubeError>| {
-        assert!(matches!(r, Err(KubeError::Forbidden { .. })), "{r:?}")
-    };
-    forbidden(node.get(&op("get", RESOURCE), &object_path("other")).await);
-    forbidden(
-        node.get(&op("list", RESOURCE), "/apis/ha-vip.io/v1alpha1/virtualips")
-            .await,
-    );
-    let other = serde_json::json!({
-        "apiVersion": "ha-vip.io/v1alpha1", "kind": "VirtualIP", "metadata": {"name": "other"}
-    });
-    forbidden(
-        node.patch(
-            &op("patch", RESOURCE),
-            &format!("{}?fieldManager=x", object_path("other")),
-            ha_vip::kube::APPLY_PATCH,
-            &other,
-        )
-        .await,
-    );
-    forbidden(
-        node.get(&op("list", "events"), "/api/v1/namespaces/default/events")
-            .await,
-    );
-    forbidden(
-        node.post(
-            &op("create", "events"),
-            "/api/v1/namespaces/kube-system/events",
-            &serde_json::json!({"metadata": {"name": "x"}}),
-        )
-        .await,
-    );
 }
