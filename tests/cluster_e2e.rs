@@ -328,7 +328,10 @@ fn serial_e2e_three_daemons_report_into_one_virtualip_with_events() {
         logs(&nodes)
     );
     let obj = rt.block_on(wait_object(&api, &object, "a new holder", |o| {
-        o.status.holder.as_deref().is_some_and(|x| x != holder) && o.status.failovers == Some(1)
+        o.status.holder.as_deref().is_some_and(|x| x != holder)
+            && o.status.failovers == Some(1)
+            && o.status.last_failover_reason.as_deref()
+                == Some(format!("{holder}: shutting down").as_str())
     }));
     let new = obj.status.holder.clone().unwrap();
     assert_eq!(

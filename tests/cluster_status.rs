@@ -473,3 +473,66 @@ async fn without_the_crd_the_writer_retries_slowly_and_publishing_never_waits() 
     .await;
     a.finish(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_holders_late_report_corrects_the_failover_reason() {
+    logs();
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    install_crd(&api).await;
+    let node = node_client(&api).await;
+    let metrics = Metrics::new(&vips());
+    let mut a = Cluster::start(node.clone(), settings("node-a"), &metrics);
+    let mut b = Cluster::start(node.clone(), settings("node-b"), &metrics);
+    a.publish(&status("node-a", Role::Leader, true, Some("node-a")));
+    b.publish(&status("node-b", Role::Follower, true, Some("node-a")));
+    wait_object(&api, "node-a holds", |o| {
+        o.status.holder.as_deref() == Some("node-a") && o.status.nodes.len() == 2
+    })
+    .await;
+    // node-b takes over while node-a's entry still says leader: the reason
+    // can only be a guess.
+    b.record(
+        Role::Follower,
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    b.publish(&status("node-b", Role::Leader, true, Some("node-b")));
+    let obj = wait_object(&api, "node-b holds", |o| {
+        o.status.holder.as_deref() == Some("node-b")
+    })
+    .await;
+    assert_eq!(
+        obj.status.last_failover_reason.as_deref(),
+        Some("node-a stopped renewing the lease")
+    );
+    assert_eq!(obj.status.previous_holder.as_deref(), Some("node-a"));
+    // node-a's own report arrives later; the holder rechecks its guess and
+    // corrects it (without the recheck the guess would stay for good).
+    let mut st = status("node-a", Role::Follower, true, Some("node-b"));
+    st.transition(
+        Role::Leader,
+        TransitionReason::AcquiredLease,
+        SystemTime::now(),
+    );
+    st.transition(
+        Role::Follower,
+        TransitionReason::RenewDeadline,
+        SystemTime::now(),
+    );
+    a.publish(&st);
+    let obj = wait_object(&api, "the corrected reason", |o| {
+        o.status.last_failover_reason.as_deref()
+            == Some("node-a: lease not renewed within the renew deadline")
+    })
+    .await;
+    assert_eq!(
+        obj.status.failovers,
+        Some(1),
+        "corrected, not counted twice"
+    );
+    a.finish(Duration::from_secs(2)).await;
+    b.finish(Duration::from_secs(2)).await;
+}

@@ -94,6 +94,9 @@ pub struct ClusterStatus {
     /// Why it last moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_reason: Option<String>,
+    /// Who held it before the current holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_holder: Option<String>,
     /// Healthy, fresh nodes / nodes, as the holder last counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,

@@ -22,6 +22,9 @@ pub const HOLDER_MANAGER: &str = "ha-vip-holder";
 /// Field manager of the spec (written when the object is created).
 pub const SPEC_MANAGER: &str = "ha-vip";
 
+/// How soon a provisional failover reason is rechecked.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a write failed.
 #[derive(Debug)]
 enum WriteError {
@@ -67,6 +70,8 @@ struct Writer {
     failed: Option<(Instant, bool)>,
     warned_no_crd: bool,
     last_error: Option<String>,
+    /// The last failover reason written is a guess to recheck soon.
+    provisional: bool,
 }
 
 /// Runs until the daemon drops its end of `rx`, then makes a last write of
@@ -89,6 +94,7 @@ pub async fn run(
         failed: None,
         warned_no_crd: false,
         last_error: None,
+        provisional: false,
     };
     let mut open = true;
     loop {
@@ -130,6 +136,8 @@ impl Writer {
         let pending_event = snap.transitions.iter().any(|t| t.seq > self.emitted);
         if self.written.as_ref() != Some(&key(status)) || pending_event {
             Some(last + self.s.min_gap)
+        } else if self.provisional {
+            Some(last + self.s.heartbeat.min(RECHECK))
         } else {
             Some(last + self.s.heartbeat)
         }
@@ -175,6 +183,8 @@ impl Writer {
         self.uid = obj.metadata.uid.clone();
         if status.role == Role::Leader {
             self.apply_holder(&obj, status).await?;
+        } else {
+            self.provisional = false;
         }
         let vips = self.s.vips.join(", ");
         let done = self.emitted;
@@ -284,24 +294,37 @@ impl Writer {
     }
 
     /// Writes the holder fields when they differ from what `obj` shows: a
-    /// new holder bumps the failover count and says why the VIP moved.
-    async fn apply_holder(&self, obj: &VirtualIp, st: &Status) -> Result<(), WriteError> {
-        let me = self.s.node.as_str();
+    /// new holder bumps the failover count and says why the VIP moved. The
+    /// previous holder's own last write (why it let go) may land after ours:
+    /// until it does, the reason is provisional and rechecked soon.
+    async fn apply_holder(&mut self, obj: &VirtualIp, st: &Status) -> Result<(), WriteError> {
+        let me = self.s.node.clone();
         let now = SystemTime::now();
         let cur = &obj.status;
+        let mut prev_holder = cur.previous_holder.clone();
         let (failovers, reason, since) = match cur.holder.as_deref() {
-            Some(h) if h == me => (
-                cur.failovers.unwrap_or(0),
-                cur.last_failover_reason.clone(),
-                cur.holder_since
+            Some(h) if h == me => {
+                let mut reason = cur.last_failover_reason.clone();
+                if self.provisional
+                    && let Some(p) = &prev_holder
+                {
+                    let (r, provisional) = failover_reason(p, cur, now);
+                    reason = Some(r);
+                    self.provisional = provisional;
+                }
+                let since = cur
+                    .holder_since
                     .clone()
-                    .unwrap_or_else(|| format_time(st.since.system_time())),
-            ),
-            Some(prev) => (
-                cur.failovers.unwrap_or(0) + 1,
-                Some(failover_reason(prev, cur, now)),
-                format_time(st.since.system_time()),
-            ),
+                    .unwrap_or_else(|| format_time(st.since.system_time()));
+                (cur.failovers.unwrap_or(0), reason, since)
+            }
+            Some(prev) => {
+                let (r, provisional) = failover_reason(prev, cur, now);
+                self.provisional = provisional;
+                prev_holder = Some(prev.to_string());
+                let since = format_time(st.since.system_time());
+                (cur.failovers.unwrap_or(0) + 1, Some(r), since)
+            }
             None => (
                 cur.failovers.unwrap_or(0),
                 cur.last_failover_reason.clone(),
@@ -310,9 +333,10 @@ impl Writer {
         };
         let vips = self.s.vips.join(",");
         let ready = cur.ready_text(now);
-        let unchanged = cur.holder.as_deref() == Some(me)
+        let unchanged = cur.holder.as_deref() == Some(me.as_str())
             && cur.vips.as_deref() == Some(vips.as_str())
             && cur.ready.as_deref() == Some(ready.as_str())
+            && cur.last_failover_reason == reason
             && cur.failovers.is_some();
         if unchanged {
             return Ok(());
@@ -327,6 +351,9 @@ impl Writer {
         if let Some(r) = reason {
             fields["lastFailoverReason"] = json!(r);
         }
+        if let Some(p) = prev_holder {
+            fields["previousHolder"] = json!(p);
+        }
         let body = json!({
             "apiVersion": API_VERSION,
             "kind": KIND,
@@ -340,10 +367,12 @@ impl Writer {
     }
 }
 
-/// Why the VIP left `prev`, from what `prev` last reported.
-fn failover_reason(prev: &str, st: &super::ClusterStatus, now: SystemTime) -> String {
+/// Why the VIP left `prev`, from what `prev` last reported, and whether
+/// that is provisional (its entry still says leader and is fresh: its own
+/// last write may be on the way).
+fn failover_reason(prev: &str, st: &super::ClusterStatus, now: SystemTime) -> (String, bool) {
     let Some(e) = st.node(prev) else {
-        return format!("{prev} stopped renewing the lease");
+        return (format!("{prev} stopped renewing the lease"), false);
     };
     if e.role != Role::Leader.as_str() {
         let reason = e
@@ -351,11 +380,11 @@ fn failover_reason(prev: &str, st: &super::ClusterStatus, now: SystemTime) -> St
             .as_deref()
             .and_then(|r| serde_json::from_value::<TransitionReason>(json!(r)).ok());
         if let Some(r) = reason {
-            return format!("{prev}: {}", r.describe());
+            return (format!("{prev}: {}", r.describe()), false);
         }
     }
     if e.stale(now) {
-        return format!("{prev} stopped reporting");
+        return (format!("{prev} stopped reporting"), false);
     }
-    format!("{prev} stopped renewing the lease")
+    (format!("{prev} stopped renewing the lease"), true)
 }
