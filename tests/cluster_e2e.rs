@@ -413,4 +413,33 @@ fn serial_e2e_without_the_crd_daemons_fail_over_as_before_with_one_warn() {
             .unwrap()
             .is_none()
     );
+
+    // ha-vip status --cluster falls back to the Lease holder and says why.
+    let survivor = &nodes[1 - h];
+    let bin = binary();
+    let out = ns_exec(
+        &survivor.ns,
+        &[
+            bin.to_str().unwrap(),
+            "status",
+            "--cluster",
+            "-c",
+            survivor.config.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "$ ha-vip status --cluster\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success());
+    assert!(text.contains("no VirtualIP object"), "{text}");
+    assert!(
+        text.contains("kubectl apply -f /usr/share/doc/ha-vip/virtualip-crd.yaml"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("holder: {}", survivor.name)),
+        "{text}"
+    );
 }
