@@ -266,6 +266,8 @@ impl Daemon {
         match super::setup::spawn_control(&cfg, &self.metrics, self.parts.campaigning()) {
             Ok(control) => {
                 self.creds = control.creds.clone();
+                // The status writer follows the new credential too.
+                self.cluster = crate::cluster::spawn(&cfg, &self.metrics);
                 self.lease_events = self.parts.replace_control(control);
                 self.cfg.k8s = cfg.k8s;
                 tracing::info!("reloaded the Kubernetes API settings");
