@@ -126,6 +126,7 @@ sort >"$WORK/deb-expected" <<EOF
 -rw-r--r-- 0/0 ./usr/share/doc/ha-vip/copyright
 -rw-r--r-- 0/0 ./usr/share/doc/ha-vip/operations.md
 -rw-r--r-- 0/0 ./usr/share/doc/ha-vip/rbac.yaml
+-rw-r--r-- 0/0 ./usr/share/doc/ha-vip/virtualip-crd.yaml
 -rw-r--r-- 0/0 ./usr/share/lintian/overrides/ha-vip
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip.8.gz
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-run.8.gz
@@ -169,6 +170,7 @@ done
 same "$SRC/config/config.yaml" /etc/ha-vip/config.yaml /etc/ha-vip/config.yaml
 same "$SRC/systemd/ha-vip.service" /lib/systemd/system/ha-vip.service /lib/systemd/system/ha-vip.service
 same "$SRC/packaging/kubernetes/rbac.yaml" /usr/share/doc/ha-vip/rbac.yaml /usr/share/doc/ha-vip/rbac.yaml
+same "$SRC/packaging/kubernetes/virtualip-crd.yaml" /usr/share/doc/ha-vip/virtualip-crd.yaml /usr/share/doc/ha-vip/virtualip-crd.yaml
 dpkg-query -W -f='${Conffiles}\n' ha-vip | grep -q "^ /etc/ha-vip/config.yaml $(md5sum </etc/ha-vip/config.yaml | cut -d' ' -f1)\$" ||
 	fail "dpkg-query does not list /etc/ha-vip/config.yaml as a conffile with its checksum"
 ok "installed files: modes, owners and contents; config.yaml registered as a conffile"
@@ -267,6 +269,7 @@ sort >"$WORK/rpm-expected" <<EOF
 -rw-r--r-- root root d /usr/share/doc/ha-vip/README.md
 -rw-r--r-- root root d /usr/share/doc/ha-vip/operations.md
 -rw-r--r-- root root d /usr/share/doc/ha-vip/rbac.yaml
+-rw-r--r-- root root d /usr/share/doc/ha-vip/virtualip-crd.yaml
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-run.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-check-config.8.gz

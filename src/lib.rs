@@ -6,6 +6,7 @@
 
 pub mod announce;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod daemon;

@@ -32,9 +32,17 @@ fn execute(command: Command) -> Result<(), CliError> {
     match command {
         Command::Run { config: path } => cli::run(&path, load_for_daemon(&path)?),
         Command::Release { config } => cli::release(load_for_daemon(&config)?),
-        Command::Status { json, config } => {
+        Command::Status {
+            json,
+            config,
+            cluster,
+        } => {
             logging::init_stderr("warn");
-            cli::status(&cli::load(&config)?, json)
+            if cluster {
+                cli::status_cluster(&cli::load(&config)?, json)
+            } else {
+                cli::status(&cli::load(&config)?, json)
+            }
         }
         Command::CheckConfig { path } => {
             logging::init_stderr("warn");

@@ -4,6 +4,7 @@
 //! into its [`CliError::exit_code`]; every command body lives here.
 
 mod check;
+mod cluster;
 mod credential;
 mod release;
 mod run;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, defaults};
 
 pub use check::check_config;
+pub use cluster::status_cluster;
 pub use credential::{CredentialCommand, IssueArgs, credential};
 pub use release::release;
 pub use run::run;
@@ -62,6 +64,10 @@ pub enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Every node's state from the VirtualIP object (or the Lease holder
+        /// when its CRD is not installed), read from the API server.
+        #[arg(long)]
+        cluster: bool,
         /// Configuration file (it names the status file).
         #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
         config: PathBuf,
@@ -114,6 +120,9 @@ pub enum CliError {
     /// `credential issue` failed; nothing usable was written.
     #[error(transparent)]
     Credential(#[from] crate::credential::IssueError),
+    /// `status --cluster` could not read the cluster view.
+    #[error("cannot show the cluster view: {0}")]
+    Cluster(String),
     /// The command has reported already; exit with this code.
     #[error("")]
     Exit(u8),
@@ -135,6 +144,7 @@ impl CliError {
             | Self::Release(_)
             | Self::Credential(_)
             | Self::Status(_)
+            | Self::Cluster(_)
             | Self::Output(_) => exit::RUNTIME,
         }
     }
@@ -169,7 +179,7 @@ mod tests {
         assert_eq!(path, Path::new("/etc/ha-vip/config.yaml"));
         let cli = Cli::try_parse_from(["ha-vip", "status", "--json"]).expect("parses");
         assert!(
-            matches!(cli.command, Command::Status { json: true, config } if config == Path::new("/etc/ha-vip/config.yaml"))
+            matches!(cli.command, Command::Status { json: true, config, cluster: false } if config == Path::new("/etc/ha-vip/config.yaml"))
         );
     }
 

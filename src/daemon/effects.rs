@@ -214,6 +214,7 @@ impl<I: Io> Daemon<I> {
         );
         self.metrics.record_transition(from, to, reason);
         self.status.transition(to, reason, now);
+        self.cluster.record(from, to, reason, now);
     }
 
     /// Writes the status file and sends STATUS= when something changed, and
@@ -238,6 +239,7 @@ impl<I: Io> Daemon<I> {
         if let Err(e) = self.status_writer.write(&self.status) {
             tracing::warn!(error = %e, "failed to write the status file");
         }
+        self.cluster.publish(&self.status);
         let line = self.status_line();
         if line != self.last_sd_status {
             let _ = self.notifier.status(&line);
@@ -315,6 +317,8 @@ impl<I: Io> Daemon<I> {
         match super::setup::spawn_control(&cfg, &self.metrics, self.parts.campaigning()) {
             Ok(control) => {
                 self.creds = control.creds.clone();
+                // The status writer follows the new credential too.
+                self.cluster = crate::cluster::spawn(&cfg, &self.metrics);
                 self.lease_events = self.parts.replace_control(control);
                 self.cfg.k8s = cfg.k8s;
                 tracing::info!("reloaded the Kubernetes API settings");

@@ -284,6 +284,8 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) sleep: crate::sleep::Sleep,
     /// When the failed removal is tried again (while `release_blocked`).
     pub(crate) removal_retry: Option<Instant>,
+    /// Feeds this node's entry of the VirtualIP object (never blocks).
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 impl<I: Io> Daemon<I> {
@@ -441,6 +443,7 @@ impl<I: Io> Daemon<I> {
         }
         // Whatever happened above, leave no VIP behind.
         self.parts.remove_all(&self.cfg).await;
+        self.cluster.finish(crate::cluster::FINISH_BOUND).await;
         tracing::info!("stopped");
     }
 }

@@ -202,6 +202,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let health = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
 
+    let cluster = crate::cluster::spawn(&cfg, &metrics);
     // A suspend waits for the handover at most as long as shutdown does.
     let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
     Ok(Daemon::assemble(
@@ -220,6 +221,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             status_writer,
             machine,
             sleep,
+            cluster,
         },
     ))
 }
@@ -272,6 +274,8 @@ pub(crate) struct Wiring<I: Io> {
     pub(crate) machine: Machine,
     /// The fence on CLOCK_BOOTTIME and the logind sleep inhibitor.
     pub(crate) sleep: crate::sleep::Sleep,
+    /// Feeds this node's entry of the VirtualIP object.
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 impl<I: Io> Daemon<I> {
@@ -310,6 +314,7 @@ impl<I: Io> Daemon<I> {
             release_blocked: None,
             removal_retry: None,
             sleep: w.sleep,
+            cluster: w.cluster,
             cfg,
         }
     }

@@ -32,6 +32,11 @@ pub(crate) use yaml::redact_quoted;
 
 use crate::config::{Config, K8s};
 
+/// Content type of a server-side apply PATCH.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+/// Content type of a JSON merge PATCH (RFC 7386).
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+
 /// Per-request timeout for a given renew deadline: half of it, so a renewal
 /// that times out still leaves time for one more attempt before the deadline.
 pub fn request_timeout(renew_deadline: Duration) -> Duration {
@@ -186,6 +191,48 @@ impl KubeClient {
         body: &B,
     ) -> Result<T, KubeError> {
         self.call(op, reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body sent as `content_type` (e.g.
+    /// [`APPLY_PATCH`] for server-side apply, [`MERGE_PATCH`]) and decode
+    /// the JSON answer. JSON is valid YAML, so an apply body is JSON too.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        op: &Operation,
+        path: &str,
+        content_type: &'static str,
+        body: &B,
+    ) -> Result<T, KubeError> {
+        let timeout = self.inner.timeout;
+        let body = serde_json::to_vec(body).map_err(|e| KubeError::InvalidJson {
+            op: op.clone(),
+            reason: e.to_string(),
+        })?;
+        let fut = async {
+            let req = self
+                .request(op, reqwest::Method::PATCH, path)
+                .await?
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+            let resp = req.send().await.map_err(|e| self.transport_error(op, &e))?;
+            let resp = self.check_status(op, resp).await?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| self.transport_error(op, &e))?;
+            serde_json::from_slice(&bytes).map_err(|e| KubeError::InvalidJson {
+                op: op.clone(),
+                reason: e.to_string(),
+            })
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .unwrap_or_else(|_| {
+                Err(KubeError::Timeout {
+                    op: op.clone(),
+                    after: timeout,
+                })
+            })
     }
 
     async fn call<B: Serialize, T: DeserializeOwned>(

@@ -152,6 +152,7 @@ pub struct Metrics {
     probe_duration: Histogram,
     lease_request_duration: Family<OpLabels, Histogram>,
     renew_failures: Counter,
+    cluster_write_errors: Counter,
     announcements: [Arc<AtomicU64>; 2],
     client_cert_expiry: Gauge,
 }
@@ -169,6 +170,7 @@ impl Metrics {
         let lease_request_duration =
             Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let renew_failures = Counter::default();
+        let cluster_write_errors = Counter::default();
         let announcements = [Arc::default(), Arc::default()];
         let client_cert_expiry = Gauge::default();
         registry.register(
@@ -217,6 +219,11 @@ impl Metrics {
             "Lease renewals that failed",
             renew_failures.clone(),
         );
+        registry.register(
+            "ha_vip_cluster_write_errors",
+            "VirtualIP status writes and Events that failed (never a role change)",
+            cluster_write_errors.clone(),
+        );
         registry.register_collector(Box::new(AnnouncementCollector {
             counters: [
                 (AnnounceFamily::Ipv4Garp, Arc::clone(&announcements[0])),
@@ -254,6 +261,7 @@ impl Metrics {
             probe_duration,
             lease_request_duration,
             renew_failures,
+            cluster_write_errors,
             announcements,
             client_cert_expiry,
         }
@@ -307,6 +315,11 @@ impl Metrics {
         self.lease_request_duration
             .get_or_create(&OpLabels { op })
             .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a failed VirtualIP status write or Event.
+    pub fn cluster_write_failed(&self) {
+        self.cluster_write_errors.inc();
     }
 
     /// Counts a failed renewal.

@@ -118,6 +118,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 None,
                 cfg.lease.renew_deadline + Duration::from_secs(1),
             ),
+            cluster: crate::cluster::Cluster::disabled(),
         },
     );
     let (sigterm, term) = mpsc::unbounded_channel();
