@@ -207,8 +207,10 @@ async fn serial_e2e_the_daemon_runs_on_the_issued_credential_and_warns_on_master
     let Some(api) = ApiServer::start() else {
         return;
     };
-    api.apply(&Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes/rbac.yaml"))
-        .await;
+    // The whole documented setup: the RBAC and the cluster view's CRD.
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes");
+    api.apply(&packaging.join("virtualip-crd.yaml")).await;
+    api.apply(&packaging.join("rbac.yaml")).await;
     let bed = Testbed::new(&api, 1, "cred");
     let out_dir = bed.dir.path().join("etc-ha-vip");
     let o = issue(&api, &out_dir, &[]);

@@ -218,6 +218,10 @@ impl ApiServer {
                     "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
                 ),
                 ("Namespace", None) => ("namespaces", "/api/v1/namespaces".into()),
+                ("CustomResourceDefinition", None) => (
+                    "customresourcedefinitions.apiextensions.k8s.io",
+                    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into(),
+                ),
                 other => panic!("apply: unsupported object {other:?}"),
             };
             let op = Operation {
@@ -230,6 +234,34 @@ impl ApiServer {
                 .post(&op, &url, &doc)
                 .await
                 .unwrap_or_else(|e| panic!("apply {kind}: {e}"));
+            if kind == "CustomResourceDefinition" {
+                self.wait_served(&doc).await;
+            }
+        }
+    }
+
+    /// Waits until the API server serves the resource of the CRD `crd`
+    /// (it is established a moment after it is created).
+    async fn wait_served(&self, crd: &serde_json::Value) {
+        let spec = &crd["spec"];
+        let group = spec["group"].as_str().unwrap();
+        let plural = spec["names"]["plural"].as_str().unwrap();
+        let version = spec["versions"][0]["name"].as_str().unwrap();
+        let url = format!("/apis/{group}/{version}/{plural}");
+        let op = Operation {
+            verb: "list",
+            resource: "custom resources",
+            namespace: None,
+            name: None,
+        };
+        let admin = self.admin();
+        let start = std::time::Instant::now();
+        while admin.get::<serde_json::Value>(&op, &url).await.is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "{url} not served 20 s after its CRD was created"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 }
