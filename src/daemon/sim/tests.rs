@@ -202,3 +202,36 @@ async fn failed_partial_add_blocks_release_until_the_newest_fence() {
         c.trace()
     );
 }
+
+/// Found by review (seed 1856 of `HA_VIP_SIM_SEEDS=3000`): when one
+/// refresh of the VIPs takes longer than the retry period (a slow kernel,
+/// here up to 300 ms per netlink request, two VIPs, renewals every
+/// 150 ms), a lease event is ready at every pass of the main loop, and the
+/// loop, biased towards lease events, never read the health report that
+/// said the local API server is down: the unhealthy holder kept the Lease
+/// (and the VIPs) for as long as the kernel stayed slow.
+#[tokio::test(start_paused = true)]
+async fn a_slow_kernel_does_not_starve_the_health_report() {
+    let c = Cluster::start(2, "10.0.0.100, fd00::100", (4000, 2000, 150)).await;
+    let h = c.settled_holder().await;
+    let standby = 1 - h;
+    c.world.lock().faults(h).slow = Some((
+        Instant::now() + Duration::from_secs(3600),
+        Duration::from_millis(300),
+    ));
+    // Let the backlog of renewals build up, then the API server goes bad.
+    c.until(Duration::from_secs(2), |_| false).await;
+    c.probes[h].set(false, "connection refused");
+    let lag = node::health_lag(&c.cfgs[h]);
+    let bound = lag + Duration::from_millis(4000 + 2000 + 1000);
+    let moved = c.until(bound, |c| c.holder() == Some(standby)).await;
+    assert!(
+        moved,
+        "node {standby} did not get the lease within {bound:?} of node {h} turning unhealthy (holder {:?}); violations {:?}\n{}",
+        c.holder(),
+        c.violations(),
+        c.trace()
+    );
+    c.until(Duration::from_secs(3), |_| false).await;
+    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+}
