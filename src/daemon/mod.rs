@@ -137,10 +137,11 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
-            ev = d.lease_events.recv() => match ev {
-                Some(ev) => d.on_lease(ev).await,
-                None => break Some("lease elector"),
-            },
+            // Health and carrier before the lease: they come at most once
+            // a probe interval (or a link change), while renewals can keep
+            // a lease event ready at every pass (a VIP refresh slower than
+            // the retry period) and would starve them; a starved renewal
+            // only lets the fence above take the VIPs away.
             report = d.health_reports.recv() => match report {
                 Some(report) => d.on_health(report).await,
                 None => break Some("health monitor"),
@@ -148,6 +149,10 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             ev = d.net_events.recv() => match ev {
                 Some(ev) => d.on_net(ev).await,
                 None => break Some("netlink watcher"),
+            },
+            ev = d.lease_events.recv() => match ev {
+                Some(ev) => d.on_lease(ev).await,
+                None => break Some("lease elector"),
             },
             _ = sighup.recv() => d.reload(config_path).await,
             () = watchdog.tick() => d.ping_watchdog(),
