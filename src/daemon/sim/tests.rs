@@ -235,3 +235,42 @@ async fn a_slow_kernel_does_not_starve_the_health_report() {
     c.until(Duration::from_secs(3), |_| false).await;
     assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
 }
+
+/// Issue 10 item 4 as the real binary has it: a second `ha-vip run` on
+/// the holder's node must change nothing (it exits at the instance lock
+/// before its startup cleanup). The simulation used to start it without
+/// the lock, so `HA_VIP_SIM_FAULTS=two-instances` reported split brains
+/// (seed 21) that the real daemon cannot have, and hid whatever it can.
+#[tokio::test(start_paused = true)]
+async fn a_second_instance_on_the_holder_changes_nothing() {
+    let mut c = Cluster::start(2, "10.0.0.100", (4000, 2000, 500)).await;
+    let h = c.settled_holder().await;
+    let env = Env {
+        world: &c.world,
+        net: &c.net,
+        store: &c.store,
+        probe: &c.probes[h],
+        compute_then_freeze: false,
+    };
+    let second = node::start(env, h, c.cfgs[h].clone()).await;
+    c.instances.push(second);
+    let vip = c.vips()[0];
+    let kept = c
+        .until(Duration::from_secs(10), |c| {
+            c.holder() != Some(h) || !c.world.lock().present(h, vip)
+        })
+        .await;
+    assert!(
+        !kept,
+        "node {h} lost the lease or its VIP to its own second instance (holder {:?}); violations {:?}\n{}",
+        c.holder(),
+        c.violations(),
+        c.trace()
+    );
+    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+    assert!(
+        c.instances.last().is_some_and(|i| i.task.is_finished()),
+        "the second instance is still running:\n{}",
+        c.trace()
+    );
+}
