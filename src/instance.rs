@@ -149,6 +149,25 @@ mod tests {
         InstanceLock::acquire(&run_dir).expect("lock after the holder dropped it");
     }
 
+    /// systemd removes `RuntimeDirectory=` (/run/ha-vip) when the unit
+    /// stops, also while an `ha-vip run` started by hand holds the lock in
+    /// it: `systemctl start ha-vip` after that (the unit's own start having
+    /// failed at the lock, then `systemctl stop`) creates a new lock file
+    /// and runs a second daemon beside the first. Fails today: the lock of
+    /// a deleted file excludes nobody.
+    #[test]
+    fn a_lock_whose_run_dir_was_removed_still_excludes_a_second_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let _first = InstanceLock::acquire(&run_dir).expect("first lock");
+        std::fs::remove_dir_all(&run_dir).unwrap();
+        let second = InstanceLock::acquire(&run_dir);
+        assert!(
+            matches!(second, Err(InstanceError::Held { .. })),
+            "a second instance got the lock while the first still holds it: {second:?}"
+        );
+    }
+
     #[test]
     fn an_unwritable_run_dir_is_an_open_error() {
         let dir = tempfile::tempdir().unwrap();
