@@ -274,3 +274,44 @@ async fn a_second_instance_on_the_holder_changes_nothing() {
         c.trace()
     );
 }
+
+/// Found by review: a holder whose removal failed (release held back)
+/// and which became healthy and leader again before the removal worked
+/// kept retrying it: the retry that finally worked took the VIP off the
+/// interface of the node that holds the Lease, stopped the drift guard
+/// and the announcements, and nothing put it back before the next
+/// renewal.
+#[tokio::test(start_paused = true)]
+async fn a_removal_retry_leaves_the_vip_of_a_renewed_leadership_alone() {
+    let c = Cluster::start(2, "10.0.0.100", (4000, 2000, 1000)).await;
+    let h = c.settled_holder().await;
+    let t0 = Instant::now();
+    c.world.lock().faults(h).remove_fail = Some(t0 + Duration::from_millis(4500));
+    // Unhealthy long enough for the daemon to see it (probe interval plus
+    // the 1 s buffer), then healthy again: it campaigns and, still holding
+    // the Lease (the release was held back), leads again.
+    c.probes[h].set(false, "connection refused");
+    c.until(Duration::from_millis(1500), |_| false).await;
+    c.probes[h].set(true, "ok");
+    c.until(Duration::from_millis(2500), |_| false).await;
+    let vip = c.vips()[0];
+    assert!(
+        c.holder() == Some(h) && c.world.lock().present(h, vip),
+        "node {h} did not lead again with its VIP (holder {:?}):\n{}",
+        c.holder(),
+        c.trace()
+    );
+    // From now on the removal works; the leader's VIP must stay.
+    let lost = c
+        .until(Duration::from_secs(4), |c| {
+            c.holder() == Some(h) && !c.world.lock().present(h, vip)
+        })
+        .await;
+    assert!(
+        !lost,
+        "node {h} holds the Lease without its VIP at {:?} after the fault:\n{}",
+        Instant::now() - t0,
+        c.trace()
+    );
+    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+}
