@@ -85,6 +85,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         rx: env.world.lock().watch(node),
         process: process.clone(),
         compute_then_freeze: env.compute_then_freeze,
+        pending: None,
     };
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), events);
 
