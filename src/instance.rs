@@ -14,9 +14,18 @@
 //! it is held through the descriptor, so a `chdir` or a deleted `run_dir`
 //! entry changes nothing for the holder. The pid written into the file is
 //! only for the message.
+//!
+//! A lock on a file excludes nobody once the file is unlinked, and systemd
+//! removes `RuntimeDirectory=` (`/run/ha-vip`) when the unit stops, also
+//! while an `ha-vip run` started by hand holds the lock in it. So the lock
+//! also binds an abstract unix socket named after `run_dir`: the name
+//! lives in the kernel, not in a directory anyone can delete, and is freed
+//! when its holder dies, however it dies.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -66,6 +75,8 @@ pub enum InstanceError {
 pub struct InstanceLock {
     /// Kept open: the lock lives as long as this descriptor.
     _file: Flock<File>,
+    /// Kept bound: the abstract name is ours as long as this socket.
+    _name: UnixListener,
     path: PathBuf,
 }
 
@@ -103,19 +114,45 @@ impl InstanceLock {
                 });
             }
         };
+        let name = match bind_name(run_dir) {
+            Ok(name) => name,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(InstanceError::Held {
+                    pid: read_pid(&mut file),
+                    path,
+                });
+            }
+            Err(source) => return Err(InstanceError::Lock { path, source }),
+        };
         // Best effort: the pid is only for the message of a second instance.
         let pid = std::process::id();
         let _ = file
             .set_len(0)
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| writeln!(file, "{pid}"));
-        Ok(Self { _file: file, path })
+        Ok(Self {
+            _file: file,
+            _name: name,
+            path,
+        })
     }
 
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Binds the abstract unix socket `ha-vip:<run_dir>` (made absolute; its
+/// last 100 bytes, the limit being 107), close-on-exec like every socket
+/// std opens.
+fn bind_name(run_dir: &Path) -> std::io::Result<UnixListener> {
+    let dir = std::path::absolute(run_dir)?;
+    let dir: PathBuf = dir.components().collect();
+    let mut name = b"ha-vip:".to_vec();
+    name.extend_from_slice(dir.as_os_str().as_encoded_bytes());
+    let name = &name[name.len().saturating_sub(100)..];
+    UnixListener::bind_addr(&SocketAddr::from_abstract_name(name)?)
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {
@@ -147,6 +184,25 @@ mod tests {
         // A stale file with a pid in it does not block.
         assert!(run_dir.join(LOCK_FILE).exists());
         InstanceLock::acquire(&run_dir).expect("lock after the holder dropped it");
+    }
+
+    /// systemd removes `RuntimeDirectory=` (/run/ha-vip) when the unit
+    /// stops, also while an `ha-vip run` started by hand holds the lock in
+    /// it: `systemctl start ha-vip` after that (the unit's own start having
+    /// failed at the lock, then `systemctl stop`) creates a new lock file
+    /// and runs a second daemon beside the first. Fails today: the lock of
+    /// a deleted file excludes nobody.
+    #[test]
+    fn a_lock_whose_run_dir_was_removed_still_excludes_a_second_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let _first = InstanceLock::acquire(&run_dir).expect("first lock");
+        std::fs::remove_dir_all(&run_dir).unwrap();
+        let second = InstanceLock::acquire(&run_dir);
+        assert!(
+            matches!(second, Err(InstanceError::Held { .. })),
+            "a second instance got the lock while the first still holds it: {second:?}"
+        );
     }
 
     #[test]

@@ -122,7 +122,11 @@ impl<I: Io> Daemon<I> {
     /// Called by the main loop while a release is blocked: tries the removal
     /// again, and lets the release through once the VIPs are gone.
     pub(super) async fn retry_removal(&mut self) {
-        if self.release_blocked.is_none() {
+        // Leading again (the held-back release kept the Lease ours): the
+        // VIPs are wanted, and removing them would leave the holder
+        // without them. A later loss removes them, and blocks, anew.
+        if self.release_blocked.is_none() || self.machine.vips_set() {
+            self.release_blocked = None;
             self.removal_retry = None;
             return;
         }

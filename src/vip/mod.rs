@@ -61,7 +61,12 @@
 //! busy 2-core host: the VIP stopped answering a peer between 2 ms before
 //! and 33 ms after the hold's end as an independent probe saw it; the
 //! correction itself, from the late answer to the VIP removed, took 0 to
-//! 13 ms). The tests allow C = 0.5 s. The second term is the residual that the
+//! 13 ms). The tests allow C = 0.5 s. Both terms assume the correction's
+//! removal works: if it fails too (a broken driver during the hold), the
+//! late request keeps the VIP for its whole lifetime from the hold's end,
+//! up to `renew_deadline`; the daemon then holds its release back that
+//! long ([`Tracked`]), but a Lease lost by expiry meanwhile is not held
+//! back (seed 258 of `HA_VIP_SIM_FAULTS=late-apply`). The second term is the residual that the
 //! kernel lifetime alone cannot remove: a hold still running when the
 //! fence passes delays the kernel's own deletion just as much, and a
 //! process stopped between computing and sending (SIGSTOP) re-adds the VIP

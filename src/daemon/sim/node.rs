@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::daemon::setup::{Control, Io, Wiring, remove_leftovers};
 use crate::daemon::{Daemon, DaemonError, Signals, serve};
 use crate::health::{self, FakeProbe, StabilityFilter};
+use crate::instance::InstanceLock;
 use crate::lease::{Elector, FakeLeaseStore, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, StatusWriter};
@@ -54,6 +55,22 @@ pub(super) struct Env<'a> {
 /// cleanup first, then the guard, the elector and the health monitor.
 pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
     let process = Process::default();
+    // As `ha-vip run` does before it touches anything (cli/run.rs): a
+    // second instance on the node exits at once. The lock lives in the
+    // main loop's future, so a killed (aborted) or stopped process frees it.
+    let lock = match InstanceLock::acquire(&cfg.run_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            let line = format!("node {node}: ha-vip refused to start: {e}");
+            env.world.lock().log(tokio::time::Instant::now(), line);
+            let (sigterm, _) = mpsc::unbounded_channel();
+            return Instance {
+                process,
+                sigterm,
+                task: tokio::spawn(async { Ok(()) }),
+            };
+        }
+    };
     let table = Arc::new(Tracked::new(SimTable {
         world: env.world.clone(),
         node,
@@ -68,6 +85,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         rx: env.world.lock().watch(node),
         process: process.clone(),
         compute_then_freeze: env.compute_then_freeze,
+        pending: None,
     };
     let (guard, net_events) = Guard::spawn(table.clone(), announcer.clone(), events);
 
@@ -128,7 +146,10 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         int: mpsc::unbounded_channel().1,
         hup: mpsc::unbounded_channel().1,
     };
-    let main = serve(d, signals, Path::new("/nonexistent/ha-vip-sim.yaml"));
+    let main = async move {
+        let _lock = lock;
+        serve(d, signals, Path::new("/nonexistent/ha-vip-sim.yaml")).await
+    };
     let task = tokio::spawn(Frozen {
         process: process.clone(),
         fut: Box::pin(main),

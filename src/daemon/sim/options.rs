@@ -7,7 +7,8 @@ pub(in crate::daemon) struct Options {
     /// may stop the guard between computing a lifetime and sending it
     /// (item 1).
     pub(in crate::daemon) late_apply: bool,
-    /// A second `ha-vip run` may start on a node (item 4).
+    /// A second `ha-vip run` may start on a node (item 4); like the real
+    /// one, it meets the instance lock in `run_dir` first.
     pub(in crate::daemon) two_instances: bool,
     /// The Lease may be deleted while another node's create is in flight
     /// (see `Fault::DeleteLease`).

@@ -102,6 +102,10 @@ pub(super) struct ProcessEvents {
     pub(super) rx: tokio::sync::mpsc::UnboundedReceiver<crate::vip::NetEvent>,
     pub(super) process: Process,
     pub(super) compute_then_freeze: bool,
+    /// An event received and not yet handed out: the guard drops this
+    /// future whenever a command comes first, so an event must not live
+    /// only in it while it waits out a freeze.
+    pub(super) pending: Option<Option<crate::vip::NetEvent>>,
 }
 
 impl crate::vip::NetEvents for ProcessEvents {
@@ -109,11 +113,13 @@ impl crate::vip::NetEvents for ProcessEvents {
         if !self.compute_then_freeze {
             self.process.running().await;
         }
-        let ev = self.rx.recv().await;
+        if self.pending.is_none() {
+            self.pending = Some(self.rx.recv().await);
+        }
         if !self.compute_then_freeze {
             self.process.running().await;
         }
-        ev
+        self.pending.take().flatten()
     }
 }
 
