@@ -287,8 +287,9 @@ impl Machine {
                     if self.role == Role::Leader {
                         self.lose(Reason::Suspending, &mut out);
                     }
+                    // A VIP-failure back-off still runs: asleep or not,
+                    // that node stays out for all of it.
                     self.suspended = true;
-                    self.retry_at = None;
                     self.campaign(false, &mut out);
                 }
             }

@@ -509,3 +509,18 @@ fn suspending_hands_over_and_campaigns_again_only_after_resume() {
         vec![Action::Campaign(true)]
     );
 }
+
+/// A suspend and resume inside the back-off after a VIP failure do not cut
+/// it short: a node whose VIP could not be added stays out for the whole
+/// back-off, asleep or not.
+#[test]
+fn a_suspend_keeps_the_vip_failure_backoff() {
+    let t0 = Instant::now();
+    let mut m = leader(t0);
+    m.step(Event::VipFailed, t0 + ms(100));
+    let retry = t0 + ms(100) + VIP_FAILURE_BACKOFF;
+    m.step(Event::Suspending, t0 + ms(200));
+    assert_eq!(m.step(Event::Resumed, t0 + ms(1200)), vec![]);
+    assert_eq!(m.next_deadline(), Some(retry));
+    assert_eq!(m.step(Event::Deadline, retry), vec![Action::Campaign(true)]);
+}
