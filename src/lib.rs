@@ -21,4 +21,5 @@ pub mod observe;
 pub mod role;
 pub mod sleep;
 pub mod systemd;
+pub mod text;
 pub mod vip;

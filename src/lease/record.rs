@@ -106,8 +106,7 @@ pub fn printable(holder: &str) -> String {
             out.push_str(&format!("... ({} bytes)", holder.len()));
             break;
         }
-        let hidden = matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || hidden {
+        if crate::text::steers_terminal(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);

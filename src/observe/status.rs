@@ -522,15 +522,13 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
     out
 }
 
-/// `s` with every character that could steer a terminal escaped: C0/C1
-/// controls (ESC sequences, carriage returns, newlines that forge lines)
-/// and the bidirectional overrides that reorder what is shown. The Lease
-/// holder and the probe's failure reason come from other machines.
+/// `s` with every character that could steer a terminal escaped as
+/// `\u{..}` ([`crate::text::steers_terminal`]). The Lease holder and the
+/// probe's failure reason come from other machines.
 fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-        if c.is_control() || bidi {
+        if crate::text::steers_terminal(c) {
             let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         } else {
             out.push(c);
