@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod fence;
 pub mod hardening;
 pub mod health;
 pub mod instance;
