@@ -26,7 +26,8 @@ APT_PACKAGES := \
 	rpm \
 	systemd \
 	systemd-container \
-	dbus
+	dbus \
+	nftables
 #   iproute2         ip netns / ip addr: the data-plane tests check the kernel with it
 #   procps           pgrep/ps for tests that start and stop processes
 #   openssl          throwaway CAs and certificates for TLS tests
@@ -42,6 +43,8 @@ APT_PACKAGES := \
 #                    boot a real systemd per lab node (tests/systemd_nspawn.rs)
 #   dbus             dbus-daemon: tests/sleep_logind.rs runs a private bus with
 #                    a logind stand-in for the sleep inhibitor
+#   nftables         nft: tests/dataplane_precise.rs lists the precise fence's
+#                    tables with it and makes foreign ones (not used at run time)
 
 # Packaging tools, installed by `make deps` when missing (about 1 and 3
 # minutes of compiling on 2 cores).
