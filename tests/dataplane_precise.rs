@@ -371,13 +371,7 @@ fn oracle<T: Send>(
         std::thread::sleep(Duration::from_millis(50));
         stop_capture.store(true, Ordering::Relaxed);
         let answers = capture.join().unwrap();
-        (
-            out,
-            Seen {
-                answers,
-                probes,
-            },
-        )
+        (out, Seen { answers, probes })
     })
 }
 
@@ -735,5 +729,66 @@ fn clear_removes_only_our_tables() {
         a.exec(&["nft", "list", "chain", "inet", "other", "c"])
             .contains("hook input"),
         "the foreign chain survives"
+    );
+}
+
+/// A transaction the kernel refuses leaves the previous rules in force:
+/// another process owns (`flags owner`) the `arp` table, so the arm fails
+/// at its `arp` messages, after its `inet` messages were accepted one by
+/// one; they are undone with it.
+#[test]
+fn a_refused_arm_keeps_the_previous_rules() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let h = hosts("pf");
+    let a = &h.a;
+    let fence = open_fence(&h);
+    let rt = runtime();
+    let vips = [IpAddr::V4(VIP4), IpAddr::V6(VIP6)];
+    rt.block_on(fence.arm(&vips, SystemTime::now() + Duration::from_secs(60)))
+        .unwrap();
+    let before = a.exec(&["nft", "list", "table", "inet", "ha_vip"]);
+
+    a.exec(&["nft", "delete", "table", "arp", "ha_vip"]);
+    // An owner table lives as long as the nft process that made it.
+    let mut owner = Command::new("ip")
+        .args(["netns", "exec", a.name(), "nft", "-i"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = owner.stdin.take().unwrap();
+    writeln!(stdin, "add table arp ha_vip {{ flags owner; }}").unwrap();
+    stdin.flush().unwrap();
+    let start = std::time::Instant::now();
+    while !tables(a).contains(&"table arp ha_vip".to_owned()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "nft -i made no table"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let err = rt
+        .block_on(fence.arm(&vips, SystemTime::now() + Duration::from_secs(3600)))
+        .expect_err("the arp table is another process's");
+    println!("{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("arp ha_vip"), "{msg}");
+    assert!(msg.contains("Operation not permitted"), "{msg}");
+    assert_eq!(
+        a.exec(&["nft", "list", "table", "inet", "ha_vip"]),
+        before,
+        "the refused arm changed the inet table"
+    );
+
+    drop(stdin);
+    owner.wait().unwrap();
+    rt.block_on(fence.clear()).unwrap();
+    assert!(
+        !tables(a).iter().any(|t| t.ends_with(" ha_vip")),
+        "{:?}",
+        tables(a)
     );
 }

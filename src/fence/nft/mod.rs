@@ -195,7 +195,7 @@ fn desc(errno: Errno) -> String {
 fn advice(errno: Errno) -> &'static str {
     match errno {
         Errno::EPERM | Errno::EACCES => {
-            "; ha-vip needs CAP_NET_ADMIN in the node's network namespace for nftables (check the unit's CapabilityBoundingSet and AmbientCapabilities, or run it as root)"
+            "; ha-vip needs CAP_NET_ADMIN in the node's network namespace for nftables (check the unit's CapabilityBoundingSet and AmbientCapabilities, or run it as root), and no other process may own a table named ha_vip (nft list tables)"
         }
         Errno::ENOBUFS | Errno::ENOMEM => {
             "; the kernel is short of memory; the previous rules stay in force and the next renewal retries"
