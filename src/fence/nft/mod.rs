@@ -49,8 +49,24 @@
 //!
 //! # Precision
 //!
-//! Measured by `tests/dataplane_precise.rs` (packet oracle from a peer
-//! namespace, see the module's report in the README's *Measured*).
+//! The kernel reads the clock for each packet, so the cut is exact to the
+//! packet; what is left is how late a rule update lands, which does not
+//! matter (a late update carries a deadline that has passed) and the
+//! clock itself. Measured with a packet oracle (a peer namespace sends an
+//! ARP request, a neighbour solicitation and a TCP SYN to each VIP every
+//! 3 ms and captures the answers), 10 runs on a shared 2-core host, half of
+//! them with address churn on the fenced host:
+//!
+//! ```text
+//! cargo nextest run --test dataplane_precise --no-capture -E 'test(/answers_stop/)'
+//! ```
+//!
+//! no answer of any kind (ARP reply, NA, SYN-ACK over IPv4 and IPv6) came
+//! after the deadline; the last came 0.2-3.0 ms before it and the first
+//! probe after it (sent 0.04-2.9 ms after) was not answered: the cut lies
+//! within one probe interval of the deadline. An arm takes about 0.45 ms
+//! (median of 20, max 1.2 ms, debug build), and an arm whose deadline has
+//! passed silences the VIPs before it returns.
 
 mod conn;
 mod rules;
