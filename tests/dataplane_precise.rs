@@ -655,6 +655,14 @@ fn deadlines_compare_as_time_in_the_past_and_the_future() {
                 "{vip} answered after a deadline 50 ms ahead passed"
             );
         }
+        // The node's own addresses on the same link are not fenced.
+        for own in ["192.0.2.1", "2001:db8::1"] {
+            let own: IpAddr = own.parse().unwrap();
+            assert!(
+                answers(&h, own),
+                "{own} not answered while the VIPs are fenced"
+            );
+        }
         break;
     }
     rt.block_on(fence.clear()).unwrap();
