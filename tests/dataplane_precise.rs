@@ -368,3 +368,28 @@ fn a_refused_arm_keeps_the_previous_rules() {
         tables(a)
     );
 }
+
+/// A transaction is one datagram of about 2 KB per VIP: 200 VIPs need
+/// twice the kernel's default send buffer.
+#[test]
+fn two_hundred_vips_fit_one_arm() {
+    let h = hosts("pm");
+    let fence = open_fence(&h);
+    let rt = runtime();
+    let vips: Vec<IpAddr> = (0..100u16)
+        .flat_map(|i| {
+            [
+                IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                IpAddr::from([0x2001, 0xdb8, 0xff, 0, 0, 0, 0, i]),
+            ]
+        })
+        .collect();
+    rt.block_on(fence.arm(&vips, SystemTime::now() + Duration::from_secs(60)))
+        .unwrap();
+    let inet = h.a.exec(&["nft", "list", "table", "inet", "ha_vip"]);
+    let arp = h.a.exec(&["nft", "list", "table", "arp", "ha_vip"]);
+    // Per IPv4 VIP 2 inet + 2 arp rules, per IPv6 VIP 4 inet rules.
+    assert_eq!(inet.matches("meta time").count(), 600);
+    assert_eq!(arp.matches("meta time").count(), 200);
+    rt.block_on(fence.clear()).unwrap();
+}

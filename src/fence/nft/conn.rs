@@ -1,5 +1,6 @@
 //! The nfnetlink socket: one transaction at a time, blocking (callers run
-//! it on a blocking thread), answered by one acknowledgement per message.
+//! it on a blocking thread), answered by an error per failed message and
+//! an acknowledgement of the last one.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -18,6 +19,12 @@ use super::wire::{Batch, Transaction, parse_acks};
 /// inside the `sendmsg` that carries it, so the answers are normally
 /// queued before `send` returns; this bounds the abnormal case.
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The send buffer asked for: a transaction is one datagram, about 2 KB
+/// per VIP, and the kernel refuses one larger than the buffer
+/// (`EMSGSIZE`); the default (net.core.wmem_default, 208 KiB) would end
+/// near 100 VIPs.
+pub(super) const SEND_BUFFER: usize = 4 << 20;
 
 /// Why a transaction failed.
 #[derive(Debug)]
@@ -70,6 +77,16 @@ impl Conn {
             op: "setsockopt(SO_RCVTIMEO)",
             errno,
         })?;
+        // Room for an error per message if a whole transaction fails (each
+        // carries its message back).
+        if setsockopt(&fd, sockopt::RcvBufForce, &SEND_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::RcvBuf, &SEND_BUFFER);
+        }
+        // SO_SNDBUFFORCE passes net.core.wmem_max with CAP_NET_ADMIN, which
+        // every arm needs anyway; without it, SO_SNDBUF up to wmem_max.
+        if setsockopt(&fd, sockopt::SndBufForce, &SEND_BUFFER).is_err() {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &SEND_BUFFER);
+        }
         // Sequence numbers only need to differ from the previous
         // transaction's; start from the clock so two sockets differ too.
         let next_seq = std::time::SystemTime::now()
@@ -100,9 +117,13 @@ impl Conn {
 
         send(fd, &tx.datagram, MsgFlags::empty())
             .map_err(|errno| TxError::Socket { op: "send", errno })?;
-        let mut pending: HashMap<u32, String> = tx.acks.into_iter().collect();
+        let about: HashMap<u32, String> = tx.messages.into_iter().collect();
+        let Some(last_seq) = tx.last_seq else {
+            return Ok(());
+        };
+        let mut done = false;
         let mut refused: Option<TxError> = None;
-        while !pending.is_empty() {
+        while !done {
             // Once one message failed the kernel has undone the batch and
             // queued every answer already: do not wait for more.
             let flags = if refused.is_some() {
@@ -112,19 +133,23 @@ impl Conn {
             };
             let n = match recv(fd, &mut buf, flags) {
                 Ok(n) => n,
-                Err(Errno::EAGAIN) if refused.is_some() => break,
+                // ENOBUFS: answers were lost; the first error is known.
+                Err(Errno::EAGAIN | Errno::ENOBUFS) if refused.is_some() => break,
                 Err(Errno::EAGAIN) => return Err(TxError::NoAnswer),
                 Err(Errno::EINTR) => continue,
                 Err(errno) => return Err(TxError::Socket { op: "recv", errno }),
             };
             let acks = parse_acks(&buf[..n]).map_err(|e| TxError::Malformed(e.to_string()))?;
             for ack in acks {
-                let about = pending.remove(&ack.seq);
+                done |= ack.seq == last_seq;
                 if ack.errno != 0 && refused.is_none() {
                     refused = Some(TxError::Refused {
-                        // An error on a message that asked for no answer
-                        // (the batch delimiters) concerns the whole batch.
-                        about: about.unwrap_or_else(|| "apply the nf_tables transaction".into()),
+                        // An error on a message of no description (a batch
+                        // delimiter) concerns the whole batch.
+                        about: about
+                            .get(&ack.seq)
+                            .cloned()
+                            .unwrap_or_else(|| "apply the nf_tables transaction".into()),
                         errno: Errno::from_raw(ack.errno),
                     });
                 }

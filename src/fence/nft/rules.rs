@@ -323,7 +323,7 @@ mod tests {
         let vips: Vec<IpAddr> = vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()];
         arm(&mut b, &vips, 1);
         let tx = b.finish(true);
-        let about: Vec<&str> = tx.acks.iter().map(|(_, a)| a.as_str()).collect();
+        let about: Vec<&str> = tx.messages.iter().map(|(_, a)| a.as_str()).collect();
         assert_eq!(
             &about[..6],
             [
@@ -338,7 +338,7 @@ mod tests {
         // 6 table + 4 chain + 4 IPv4 + 4 IPv6 messages.
         assert_eq!(about.len(), 18);
         assert!(about.contains(&"add rule inet ha_vip output for 2001:db8::7"));
-        let seqs: Vec<u32> = tx.acks.iter().map(|(s, _)| *s).collect();
+        let seqs: Vec<u32> = tx.messages.iter().map(|(s, _)| *s).collect();
         assert_eq!(seqs, (11..29).collect::<Vec<_>>());
         let v6 = "2001:db8::7"
             .parse::<std::net::Ipv6Addr>()
@@ -352,7 +352,59 @@ mod tests {
         let mut b = Batch::new(1);
         clear(&mut b);
         let tx = b.finish(true);
-        assert_eq!(tx.acks.len(), 4);
+        assert_eq!(tx.messages.len(), 4);
         assert_eq!(count(&tx.datagram, b"ha_vip\0"), 4);
+    }
+
+    /// Walks attributes in `b`, recursing into nested ones; panics unless
+    /// they fill `b` exactly (lengths, padding, nesting).
+    fn walk(b: &[u8], depth: usize) -> usize {
+        let mut at = 0;
+        let mut count = 0;
+        while at < b.len() {
+            let len = usize::from(u16::from_ne_bytes([b[at], b[at + 1]]));
+            let ty = u16::from_ne_bytes([b[at + 2], b[at + 3]]);
+            assert!(
+                len >= 4 && at + len <= b.len(),
+                "attribute at {at} depth {depth}"
+            );
+            if ty & 0x8000 != 0 {
+                count += walk(&b[at + 4..at + len], depth + 1);
+            }
+            count += 1;
+            at += (len + 3) & !3;
+        }
+        assert_eq!(at, b.len(), "padding at depth {depth}");
+        count
+    }
+
+    #[test]
+    fn every_message_is_well_formed_and_many_vips_fit_one_datagram() {
+        let vips: Vec<IpAddr> = (0..32u8)
+            .flat_map(|i| {
+                [
+                    IpAddr::from([10, 0, 0, i]),
+                    IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(i)]),
+                ]
+            })
+            .collect();
+        let mut b = Batch::new(1);
+        arm(&mut b, &vips, 1);
+        let d = b.finish(true).datagram;
+        let mut at = 0;
+        let mut messages = 0;
+        while at < d.len() {
+            let len = u32::from_ne_bytes(d[at..at + 4].try_into().unwrap()) as usize;
+            assert_eq!(len % 4, 0);
+            walk(&d[at + 20..at + len], 0);
+            at += len;
+            messages += 1;
+        }
+        assert_eq!(at, d.len());
+        // Begin, 6 tables, 4 chains, 4 rules per VIP, end.
+        assert_eq!(messages, 1 + 6 + 4 + 4 * vips.len() + 1);
+        // About 2 KB per VIP; the socket's send buffer (SEND_BUFFER in
+        // conn.rs) bounds a datagram.
+        assert!(d.len() < 128 * 1024, "{} bytes for 64 VIPs", d.len());
     }
 }

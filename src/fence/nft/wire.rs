@@ -62,8 +62,10 @@ pub(super) struct Batch {
     msg: Option<usize>,
     /// Starts of the nested attributes being written, innermost last.
     nests: Vec<usize>,
-    /// Sequence number and description of every acknowledged message.
-    acks: Vec<(u32, String)>,
+    /// Sequence number and description of every nf_tables message.
+    messages: Vec<(u32, String)>,
+    /// Start of the last nf_tables message.
+    last: Option<usize>,
 }
 
 impl Batch {
@@ -74,7 +76,8 @@ impl Batch {
             next_seq: first_seq,
             msg: None,
             nests: Vec::new(),
-            acks: Vec::new(),
+            messages: Vec::new(),
+            last: None,
         };
         b.control(NFNL_MSG_BATCH_BEGIN);
         b
@@ -113,13 +116,14 @@ impl Batch {
     }
 
     /// Opens an nf_tables message `what` (described for error reports) on
-    /// `family`; the kernel acknowledges it.
+    /// `family`.
     pub(super) fn begin(&mut self, what: u16, flags: u16, family: Family, about: String) {
         assert!(self.msg.is_none(), "previous message not ended");
         let seq = self.take_seq();
-        self.acks.push((seq, about));
+        self.messages.push((seq, about));
+        self.last = Some(self.buf.len());
         let ty = (NFNL_SUBSYS_NFTABLES << 8) | what;
-        self.header(ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq, family as u8, 0);
+        self.header(ty, NLM_F_REQUEST | flags, seq, family as u8, 0);
     }
 
     /// Closes the message opened by [`Batch::begin`].
@@ -172,15 +176,26 @@ impl Batch {
     }
 
     /// Ends the transaction. With `commit` false the end message is left
-    /// out: the kernel checks every message, acknowledges each, and then
-    /// aborts, so nothing changes.
+    /// out: the kernel checks every message and then aborts, so nothing
+    /// changes.
+    ///
+    /// Only the last message asks for an acknowledgement: the kernel
+    /// answers every failed message anyway, and sends all answers after
+    /// the whole batch, so the last one's says the batch is done. One
+    /// answer per message would overflow the receive buffer at a few
+    /// hundred messages (ENOBUFS).
     pub(super) fn finish(mut self, commit: bool) -> Transaction {
+        if let Some(at) = self.last {
+            let flags = u16::from_ne_bytes([self.buf[at + 6], self.buf[at + 7]]) | NLM_F_ACK;
+            self.buf[at + 6..at + 8].copy_from_slice(&flags.to_ne_bytes());
+        }
         if commit {
             self.control(NFNL_MSG_BATCH_END);
         }
         Transaction {
             datagram: self.buf,
-            acks: self.acks,
+            last_seq: self.messages.last().map(|(seq, _)| *seq),
+            messages: self.messages,
             next_seq: self.next_seq,
         }
     }
@@ -191,8 +206,10 @@ impl Batch {
 pub(super) struct Transaction {
     /// The datagram.
     pub(super) datagram: Vec<u8>,
-    /// Sequence number and description of each acknowledged message.
-    pub(super) acks: Vec<(u32, String)>,
+    /// Sequence number and description of each nf_tables message.
+    pub(super) messages: Vec<(u32, String)>,
+    /// The message whose acknowledgement ends the transaction.
+    pub(super) last_seq: Option<u32>,
     /// The first sequence number after this transaction's.
     pub(super) next_seq: u32,
 }
@@ -288,7 +305,26 @@ mod tests {
         assert_eq!(u16_at(d, e + 4), 0x11);
         assert_eq!(u32_at(d, e + 8), 102);
         assert_eq!(d.len(), 72);
-        assert_eq!(tx.acks, vec![(101, "add table".to_owned())]);
+        assert_eq!(tx.messages, vec![(101, "add table".to_owned())]);
+        assert_eq!(tx.last_seq, Some(101));
+    }
+
+    #[test]
+    fn only_the_last_message_asks_for_an_answer() {
+        let mut b = Batch::new(1);
+        for what in [NEWTABLE, DELTABLE, NEWTABLE] {
+            b.begin(what, 0, Family::Inet, "table".into());
+            b.str(1, "t");
+            b.end();
+        }
+        let tx = b.finish(true);
+        let d = &tx.datagram;
+        let flags: Vec<u16> = (0..3).map(|i| u16_at(d, 20 + i * 28 + 6)).collect();
+        assert_eq!(
+            flags,
+            [NLM_F_REQUEST, NLM_F_REQUEST, NLM_F_REQUEST | NLM_F_ACK]
+        );
+        assert_eq!(tx.last_seq, Some(4));
     }
 
     #[test]
