@@ -54,9 +54,9 @@
 //! matter (a late update carries a deadline that has passed) and the
 //! clock itself. Measured with a packet oracle (a peer namespace sends an
 //! ARP request, a neighbour solicitation and a TCP SYN to each VIP every
-//! 3 ms and captures the answers), 25 runs on a shared 2-core host
-//! (10 with a fixed deadline, 10 of them with address churn on the fenced
-//! host, 5 re-armed every 50 ms):
+//! 3 ms and captures the answers), 25 runs on a shared 2-core host (10
+//! quiet, 10 with address churn on the fenced host, 5 re-armed every
+//! 50 ms):
 //!
 //! ```text
 //! cargo nextest run --test dataplane_precise --no-capture -E 'test(/answers_stop|rearm|passed/)'
