@@ -106,6 +106,7 @@ fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()
             human(l.renew_deadline),
             human(l.retry_period)
         )?;
+        writeln!(out, "  fence:       {}: {}", c.fence, l.inequality(c.fence))?;
         writeln!(out, "  credential:  {}", c.k8s.credential)?;
         writeln!(
             out,

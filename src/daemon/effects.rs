@@ -285,6 +285,7 @@ impl<I: Io> Daemon<I> {
             ("metrics", old.metrics_listen != new.metrics_listen),
             ("log", old.log_level != new.log_level),
             ("run_dir", old.run_dir != new.run_dir),
+            ("fence", old.fence != new.fence),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

@@ -56,3 +56,6 @@ pub trait PreciseFence: Send + Sync {
     /// and after the VIPs are removed on release.
     fn clear(&self) -> impl Future<Output = Result<(), FenceError>> + Send;
 }
+
+mod nft;
+pub use nft::NftFence;
