@@ -6,6 +6,7 @@
 //! so a hung loop gets the daemon restarted.
 
 mod effects;
+mod fence;
 mod metered;
 pub use effects::list;
 mod setup;
@@ -135,6 +136,8 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             // A fixed instant, not "200 ms after this pass": events come
             // more often than that (renewals, probes) and would starve it.
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
+            // A real-time clock step moves the precise fence's deadline.
+            () = sleep_until_opt(d.fence.next_check()) => d.check_clock().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             // Everything else in turn, not in a fixed order: renewals come
@@ -286,6 +289,8 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) removal_retry: Option<Instant>,
     /// Feeds this node's entry of the VirtualIP object (never blocks).
     pub(crate) cluster: crate::cluster::Cluster,
+    /// The precise fence: armed before every add or refresh.
+    pub(crate) fence: fence::FenceState<I::Fence, I::Wall>,
 }
 
 impl<I: Io> Daemon<I> {
@@ -441,8 +446,13 @@ impl<I: Io> Daemon<I> {
                 "the lease was not released within {bound:?}; standbys take over when it expires"
             );
         }
-        // Whatever happened above, leave no VIP behind.
-        self.parts.remove_all(&self.cfg).await;
+        // Whatever happened above, leave no VIP behind, and no fence table
+        // unless a VIP is left for it to stop.
+        if self.parts.remove_all(&self.cfg).await {
+            self.clear_fence().await;
+        } else {
+            self.fence_out().await;
+        }
         self.cluster.finish(crate::cluster::FINISH_BOUND).await;
         tracing::info!("stopped");
     }

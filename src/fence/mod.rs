@@ -59,3 +59,5 @@ pub trait PreciseFence: Send + Sync {
 
 mod nft;
 pub use nft::NftFence;
+mod mode;
+pub use mode::{ModeFence, STEP_THRESHOLD, Step, StepDetector, SystemClock, WallClock, realtime_of};

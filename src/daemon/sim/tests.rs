@@ -9,7 +9,7 @@ use super::lease::Net;
 use super::node::{self, Env, Instance};
 use super::rng::Rng;
 use super::world::Shared;
-use crate::config::{Config, Vip, defaults::FENCE_MARGIN};
+use crate::config::{Config, FenceMode, Vip, defaults::FENCE_MARGIN};
 use crate::health::FakeProbe;
 use crate::lease::FakeLeaseStore;
 
@@ -59,6 +59,16 @@ impl Cluster {
         Self::start_with(n, vips, lease, Duration::from_millis(200)).await
     }
 
+    /// The same with the given fence mode.
+    async fn start_fenced(
+        n: usize,
+        vips: &str,
+        lease: (u64, u64, u64),
+        fence: FenceMode,
+    ) -> Self {
+        Self::start_full(n, vips, lease, Duration::from_millis(200), fence).await
+    }
+
     /// The same, probing health every `probe_interval`.
     async fn start_with(
         n: usize,
@@ -66,10 +76,23 @@ impl Cluster {
         lease: (u64, u64, u64),
         probe_interval: Duration,
     ) -> Self {
+        Self::start_full(n, vips, lease, probe_interval, FenceMode::Lifetime).await
+    }
+
+    /// These scripted runs pin the lifetime fence unless told otherwise:
+    /// they check what the lifetime alone must guarantee.
+    async fn start_full(
+        n: usize,
+        vips: &str,
+        lease: (u64, u64, u64),
+        probe_interval: Duration,
+        fence: FenceMode,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let world = Shared::new(n, 1, Duration::from_millis(lease.1));
         world.lock().deletion_latency = Some(FENCE_MARGIN);
         world.lock().base_delay = Duration::ZERO;
+        world.lock().precise = fence == FenceMode::Precise;
         let mut c = Self {
             world,
             net: Arc::new(Mutex::new(Net {
@@ -83,7 +106,7 @@ impl Cluster {
             probes: (0..n).map(|_| FakeProbe::new()).collect(),
             cfgs: (0..n)
                 .map(|i| {
-                    let mut cfg = node::config(i, vips, lease, dir.path());
+                    let mut cfg = node::config(i, vips, lease, fence, dir.path());
                     cfg.health.interval = probe_interval;
                     cfg.health.timeout = probe_interval / 2;
                     cfg
