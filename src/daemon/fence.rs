@@ -58,7 +58,6 @@ impl<F: PreciseFence, W: WallClock> FenceState<F, W> {
     pub(crate) fn next_check(&self) -> Option<Instant> {
         self.next_check
     }
-
 }
 
 impl<I: Io> Daemon<I> {

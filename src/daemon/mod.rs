@@ -136,8 +136,6 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             // A fixed instant, not "200 ms after this pass": events come
             // more often than that (renewals, probes) and would starve it.
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
-            // A real-time clock step moves the precise fence's deadline.
-            () = sleep_until_opt(d.fence.next_check()) => d.check_clock().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
             // Everything else in turn, not in a fixed order: renewals come
@@ -151,6 +149,7 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
                 &mut d.net_events,
                 &mut sighup,
                 &mut watchdog,
+                d.fence.next_check(),
             ) => match input {
                 Input::Lease(Some(first)) => {
                     // A backlog of renewals is one refresh, to the newest
@@ -170,6 +169,7 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
                 Input::Net(None) => break Some("netlink watcher"),
                 Input::Reload => d.reload(config_path).await,
                 Input::Watchdog => d.ping_watchdog(),
+                Input::ClockCheck => d.check_clock().await,
             },
         }
         d.publish();
@@ -196,6 +196,9 @@ enum Input {
     Net(Option<NetEvent>),
     Reload,
     Watchdog,
+    /// Time to compare the real-time clock with the monotonic one (a step
+    /// moves the precise fence's deadline).
+    ClockCheck,
 }
 
 /// The next of the main loop's ordinary inputs; when several are ready,
@@ -206,6 +209,7 @@ async fn next_input<S: SignalStream>(
     net: &mut tokio::sync::mpsc::UnboundedReceiver<NetEvent>,
     sighup: &mut S,
     watchdog: &mut WatchdogTimer,
+    clock_check: Option<Instant>,
 ) -> Input {
     tokio::select! {
         ev = lease.recv() => Input::Lease(ev),
@@ -213,6 +217,7 @@ async fn next_input<S: SignalStream>(
         ev = net.recv() => Input::Net(ev),
         _ = sighup.recv() => Input::Reload,
         () = watchdog.tick() => Input::Watchdog,
+        () = sleep_until_opt(clock_check) => Input::ClockCheck,
     }
 }
 

@@ -60,4 +60,6 @@ pub trait PreciseFence: Send + Sync {
 mod nft;
 pub use nft::NftFence;
 mod mode;
-pub use mode::{ModeFence, STEP_THRESHOLD, Step, StepDetector, SystemClock, WallClock, realtime_of};
+pub use mode::{
+    ModeFence, STEP_THRESHOLD, Step, StepDetector, SystemClock, WallClock, realtime_of,
+};

@@ -68,7 +68,8 @@ pub fn realtime_of(wall: &dyn WallClock, at: Instant) -> SystemTime {
     if at >= mono {
         wall + (at - mono)
     } else {
-        wall.checked_sub(mono - at).unwrap_or(SystemTime::UNIX_EPOCH)
+        wall.checked_sub(mono - at)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }
 

@@ -139,6 +139,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         .expect("a temporary directory");
     let world = Shared::new(n, rng.next(), Duration::from_millis(lease.1));
     world.lock().precise = fence == FenceMode::Precise;
+    world.lock().outer_checked = !opts.late_apply;
     let net = Arc::new(Mutex::new(Net {
         rng: Rng::new(rng.next()),
         latency: Duration::from_millis(rng.below(30)),
@@ -167,7 +168,9 @@ async fn run(seed: u64, opts: Options) -> Outcome {
     let vips = nodes[0].cfg.vips.clone();
     world.lock().log(
         now,
-        format!("seed {seed}: {n} nodes, VIPs {vips:?}, lease (D, R, P) = {lease:?} ms, fence {fence}"),
+        format!(
+            "seed {seed}: {n} nodes, VIPs {vips:?}, lease (D, R, P) = {lease:?} ms, fence {fence}"
+        ),
     );
     let mut sim = Sim {
         opts,
@@ -353,8 +356,7 @@ impl Sim {
         // Only while ha-vip runs there: a frozen or killed one cannot
         // re-arm, which is the residual case (see above).
         if s.instances.is_empty()
-            || s
-                .instances
+            || s.instances
                 .iter()
                 .any(|inst| inst.process.is_frozen() || inst.process.dead())
         {
@@ -369,7 +371,10 @@ impl Sim {
             }
             3 if precise => {
                 let max = r.ms(20, 3000);
-                w.log(now, format!("FAULT node {i}: fence requests wait up to {max:?} for {t:?}"));
+                w.log(
+                    now,
+                    format!("FAULT node {i}: fence requests wait up to {max:?} for {t:?}"),
+                );
                 w.fences[i].slow = Some((now + t, max));
                 s.impaired_until = s.impaired_until.max(now + t + node::health_lag(&s.cfg));
             }

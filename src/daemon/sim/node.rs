@@ -10,16 +10,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
+use super::fence::{SimFence, SimWall};
 use super::lease::{Net, SimStore};
 use super::process::{Frozen, Process, ProcessEvents, SimTable};
 use super::world::Shared;
 use crate::announce::FakeAnnouncer;
-use super::fence::{SimFence, SimWall};
 use crate::config::{Config, FenceMode};
 use crate::daemon::fence::FenceState;
-use crate::fence::ModeFence;
 use crate::daemon::setup::{Control, Io, Wiring, remove_leftovers, reset_fence};
 use crate::daemon::{Daemon, DaemonError, Signals, serve};
+use crate::fence::ModeFence;
 use crate::health::{self, FakeProbe, StabilityFilter};
 use crate::instance::InstanceLock;
 use crate::lease::{Elector, FakeLeaseStore, Timings};

@@ -102,6 +102,9 @@ pub(super) struct World {
     pub(super) fence_rng: Rng,
     /// Fence requests sent so far.
     pub(super) fence_ops: usize,
+    /// Whether an address outliving the precise fence's outer lifetime
+    /// bound is a violation (not with late-apply, see `check_precise`).
+    pub(super) outer_checked: bool,
 }
 
 /// A shared handle on the [`World`].
@@ -127,6 +130,7 @@ impl Shared {
             fences: (0..nodes).map(|_| NodeFence::default()).collect(),
             fence_rng: Rng::new(seed ^ 0x6e66_7466),
             fence_ops: 0,
+            outer_checked: true,
         })))
     }
 
