@@ -53,18 +53,27 @@ async fn a_frozen_holder_stops_serving_at_its_deadline() {
 /// freeze right after still stops the VIPs at the right instant.
 #[tokio::test(start_paused = true)]
 async fn a_clock_step_back_is_re_armed() {
-    let c = Cluster::start_fenced(2, "10.0.0.100", FAST, FenceMode::Precise).await;
+    // Renewals once a second, so no renewal re-arms in between.
+    let c = Cluster::start_fenced(2, "10.0.0.100", (4000, 2000, 1000), FenceMode::Precise).await;
     let h = c.settled_holder().await;
+    let armed = |c: &Cluster| {
+        let w = c.world.lock();
+        let needle = format!("fence {h}: armed");
+        w.trace.iter().filter(|l| l.contains(&needle)).count()
+    };
+    let before = armed(&c);
+    assert!(c.until(Duration::from_secs(2), |c| armed(c) > before).await);
+    // Right after a renewal's arm: the next one is a second away.
     c.world.lock().step_clock(h, true, Duration::from_secs(5));
     // Detected and re-armed (100 ms checks, 5 ms fence latency)...
-    c.until(Duration::from_millis(300), |_| false).await;
+    c.until(Duration::from_millis(200), |_| false).await;
     // ...then frozen: nobody re-arms any more.
     for i in &c.instances[h..=h] {
         i.process.freeze(Instant::now() + Duration::from_secs(30));
     }
     let standby = 1 - h;
     let moved = c
-        .until(Duration::from_secs(5), |c| c.holder() == Some(standby))
+        .until(Duration::from_secs(6), |c| c.holder() == Some(standby))
         .await;
     c.until(Duration::from_secs(3), |_| false).await;
     assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
