@@ -86,6 +86,10 @@ async fn serial_e2e_a_frozen_holder_stops_answering_at_its_deadline() {
         n.start();
     }
     wait_for("a VIP holder", Duration::from_secs(40), || {
+        for n in nodes.iter_mut() {
+            // Without nf_tables (or the nft branch's NftFence) it exits 1.
+            assert!(n.running(), "{} exited:\n{}", n.name, n.log_text());
+        }
         lab.has_vip(0) || lab.has_vip(1)
     });
     let h = if lab.has_vip(0) { 0 } else { 1 };
