@@ -139,8 +139,7 @@ async fn serial_e2e_a_frozen_holder_stops_answering_at_its_deadline() {
     let standby_earliest = deadline + Duration::from_millis(900);
     let last_answer = samples
         .iter()
-        .filter(|(at, ok)| *ok && *at < standby_earliest)
-        .last()
+        .rfind(|(at, ok)| *ok && *at < standby_earliest)
         .expect("answers before the freeze")
         .0;
     let after_deadline = last_answer

@@ -1,6 +1,55 @@
 //! The precise fence in the main loop: armed before every add or refresh
 //! of a VIP, re-armed when the real-time clock steps, cleared only after
-//! the VIPs are gone. See [`crate::fence`] for the argument.
+//! the VIPs are gone.
+//!
+//! # The safety argument with the precise fence (`fence.mode: precise`)
+//!
+//! A holder whose last successful renewal was sent at `t` has the machine's
+//! fence `f = t + R` (monotonic). Before any add or refresh it arms the
+//! kernel's deadline `f` converted to CLOCK_REALTIME at that moment
+//! ([`realtime_of`]); the add goes out only once the kernel acknowledged
+//! the deadline, and the deadline moves forward only with a renewal, so a
+//! VIP of ours never serves past `f` plus the fence's own lateness (under
+//! 20 ms), whatever happens to the process after the arm: frozen, killed,
+//! or a refresh that reaches the kernel seconds late (it lands behind a
+//! deadline that has passed). A standby takes the Lease only `D` after it
+//! saw the renewal sent at `t`. Hence `D >= R + PRECISE_FENCE_MARGIN`
+//! (250 ms: the 20 ms, clock-rate drift over one `D`, and the 100 ms
+//! within which a clock step is re-armed, see below).
+//!
+//! The VIP's kernel lifetime stays as the outer bound: the whole seconds
+//! left until `f + 1 s` ([`crate::config::defaults::PRECISE_OUTER_SLACK`]),
+//! at least 1 s since no VIP is added at or past `f`, so even `R = 1 s`
+//! always sends a valid lifetime. The address is gone by
+//! `f + 1 s + 1.25 s` unless a request waits for RTNL (issue 10's residual,
+//! bounded as in [`crate::vip`]); that bound matters only if the nftables
+//! rules are gone (an operator flushed the ruleset).
+//!
+//! On release and loss the VIPs are removed first, then the table cleared,
+//! and only if no request that may still put a VIP on is unanswered. A
+//! removal that fails is answered by arming [`FENCED_OUT`], a deadline long
+//! past: once acknowledged the VIPs serve nobody, and the Lease may go
+//! without waiting for their lifetime (this removes issue 10's double fault
+//! of a late refresh whose correction fails; simulation seed 258 of
+//! `HA_VIP_SIM_FAULTS=late-apply`). At start the table is cleared only when
+//! no leftover VIP of ours is on the interface; otherwise it is fenced out.
+//!
+//! # Clock steps, and the residual case
+//!
+//! The deadline is absolute real time; `f` is monotonic. A suspend moves
+//! both together as far as the deadline is concerned: the real-time clock
+//! runs on while the machine sleeps, so the deadline fires when a standby
+//! (whose clocks ran) may take over. A *step* of the real-time clock moves
+//! it: forward, the deadline fires early (an outage, never an overlap);
+//! backward by `s`, it fires `s` late. While armed the daemon compares the
+//! two clocks' progress every [`STEP_CHECK`] ([`StepDetector`]) and re-arms
+//! `f` at its new real-time value, with a WARN naming the step; a step that
+//! hits within 100 ms of `f` is covered by the margin. What it cannot cover
+//! is a backward step while ha-vip is frozen or dead: nobody re-arms, the
+//! deadline fires `s` late, and only the outer lifetime, on the kernel's
+//! monotonic clock, still removes the address by `f + 2.25 s`. Steps
+//! smaller than [`crate::fence::STEP_THRESHOLD`] (10 ms) per check are not
+//! re-armed; they are inside the margin.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -10,6 +59,8 @@ use tokio::time::Instant;
 use super::Daemon;
 use super::setup::Io;
 use crate::config::FenceMode;
+#[cfg(doc)]
+use crate::config::defaults::PRECISE_FENCE_MARGIN;
 use crate::fence::{FenceError, PreciseFence, StepDetector, WallClock, realtime_of};
 use crate::vip;
 

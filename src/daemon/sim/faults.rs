@@ -188,7 +188,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
             ..Stats::default()
         },
         // Apart from `rng`: a seed's other faults stay the same.
-        clock_rng: Rng::new(seed ^ 0x636c_6f63_6b),
+        clock_rng: Rng::new(seed ^ 0x0063_6c6f_636b),
         last_holder: None,
         created: None,
         global_until: now,
