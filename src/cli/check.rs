@@ -188,6 +188,8 @@ mod tests {
             "10.0.0.100/32, fd00::100/128",
             "kube-system/ha-vip: duration 4s, renew deadline 2s, retry period 500ms",
             "inline token",
+            "fence:       precise: duration 4s >= renew_deadline 2s + 250ms",
+            "holds with 1.75s to spare",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }

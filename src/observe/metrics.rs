@@ -403,4 +403,28 @@ mod tests {
         m.set_client_cert_expiry(None);
         assert!(m.encode().contains(&format!("\n{name} 0\n")));
     }
+
+    #[test]
+    fn the_fence_deadline_has_milliseconds_and_arm_failures_count() {
+        let m = Metrics::new(&[]);
+        let name = "ha_vip_fence_deadline_timestamp_seconds";
+        m.set_fence_deadline(Some(UNIX_EPOCH + Duration::from_millis(1_900_000_000_250)));
+        assert!(
+            m.encode().contains(&format!("\n{name} 1900000000.25\n")),
+            "{}",
+            m.encode()
+        );
+        m.set_fence_deadline(None);
+        assert!(
+            m.encode().contains(&format!("\n{name} 0.0\n")),
+            "{}",
+            m.encode()
+        );
+        m.fence_arm_failed();
+        assert!(
+            m.encode().contains("\nha_vip_fence_arm_failures_total 1\n"),
+            "{}",
+            m.encode()
+        );
+    }
 }
