@@ -115,6 +115,10 @@ pub struct Machine {
     carrier_back_at: Option<Instant>,
     /// How long a carrier that came back must stay before it counts.
     carrier_buffer: Duration,
+    /// How far past the fence the VIPs' kernel lifetime may reach: zero
+    /// when the lifetime is the fence, one second when a precise fence
+    /// stands in front of it (see `config::defaults::PRECISE_OUTER_SLACK`).
+    outer_slack: Duration,
     /// Between [`Event::Suspending`] and [`Event::Resumed`]: do not campaign.
     suspended: bool,
     /// When a sleep was last noticed: a lease write sent before it may be
@@ -140,6 +144,7 @@ impl Machine {
             carrier: true,
             carrier_back_at: None,
             carrier_buffer: Duration::ZERO,
+            outer_slack: Duration::ZERO,
             suspended: false,
             slept_at: None,
         }
@@ -150,6 +155,13 @@ impl Machine {
     /// flapping link must not flap the VIP).
     pub fn with_carrier_buffer(mut self, buffer: Duration) -> Self {
         self.carrier_buffer = buffer;
+        self
+    }
+
+    /// Lets the VIPs' kernel lifetime reach `slack` past the fence deadline:
+    /// for a precise fence that stops them serving at the deadline itself.
+    pub fn with_outer_slack(mut self, slack: Duration) -> Self {
+        self.outer_slack = slack;
         self
     }
 
@@ -192,10 +204,12 @@ impl Machine {
     }
 
     /// The kernel lifetime a VIP added at `now` may have: the whole seconds
-    /// left before the fence deadline, or `None` when less than one second is
-    /// left (then the VIP must not be (re)added at all).
+    /// left before the fence deadline (plus the outer slack), or `None` when
+    /// the deadline has passed or less than one second is left (then the
+    /// VIP must not be (re)added at all).
     pub fn lifetime(&self, now: Instant) -> Option<Duration> {
-        let left = self.fence?.checked_duration_since(now)?;
+        let fence = self.fence.filter(|&f| f > now)?;
+        let left = (fence + self.outer_slack).checked_duration_since(now)?;
         let secs = left.as_secs();
         (secs >= 1).then(|| Duration::from_secs(secs))
     }

@@ -10,7 +10,9 @@ fn repo_file(name: &str) -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-const SECTIONS: [&str; 7] = ["", "health", "lease", "k8s", "announce", "metrics", "log"];
+const SECTIONS: [&str; 8] = [
+    "", "health", "lease", "k8s", "announce", "metrics", "log", "fence",
+];
 
 /// The keys the parser accepts in `section` ("" for the top level), read
 /// from its own unknown-field error so no key can be added unseen.

@@ -139,7 +139,8 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
 /// The holder's interface is renamed under it, so it can neither refresh
 /// nor remove its VIP by name (the address stays on the renamed link). It
 /// must give up the lease, but must not release it while its VIP may still
-/// be up: the standby takes over only once the kernel fence has removed it.
+/// be up: the standby takes over only once the kernel fence has removed it
+/// (`fence.mode: lifetime`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
     let Some(api) = apiserver::ApiServer::start() else {
@@ -147,7 +148,9 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
     };
     let bed = Testbed::new(&api, 2, "stuck");
     let lab = &bed.lab;
-    let mut nodes = bed.nodes("n", FAST_HEALTH);
+    // The lifetime fence's path: with the precise fence the VIP would be
+    // fenced out and the Lease released at once (e2e_fence.rs covers that).
+    let mut nodes = bed.nodes("n", &format!("{FAST_HEALTH}fence:\n  mode: lifetime\n"));
     for n in &mut nodes {
         n.start();
     }

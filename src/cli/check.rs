@@ -106,6 +106,7 @@ fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()
             human(l.renew_deadline),
             human(l.retry_period)
         )?;
+        writeln!(out, "  fence:       {}: {}", c.fence, l.inequality(c.fence))?;
         writeln!(out, "  credential:  {}", c.k8s.credential)?;
         writeln!(
             out,
@@ -187,6 +188,8 @@ mod tests {
             "10.0.0.100/32, fd00::100/128",
             "kube-system/ha-vip: duration 4s, renew deadline 2s, retry period 500ms",
             "inline token",
+            "fence:       precise: duration 4s >= renew_deadline 2s + 250ms",
+            "holds with 1.75s to spare",
         ] {
             assert!(out.contains(want), "missing {want:?} in:\n{out}");
         }

@@ -58,6 +58,36 @@ pub const IPV6_PREFIX: u8 = 128;
 /// (ARCHITECTURE.md's timing argument with F = 1.25 s).
 pub const FENCE_MARGIN: Duration = Duration::from_millis(1250);
 
+/// How much the lease duration must exceed the renew deadline with the
+/// precise (nftables) fence. The rule's deadline is absolute, in
+/// nanoseconds, and checked per packet, so the fence itself is late by at
+/// most the time to the next packet's verdict (assumed under 20 ms; the nft
+/// helper measures it). The rest covers what the lifetime fence's 1.25 s
+/// covered beside the kernel's worker: the clock-rate drift between holder
+/// and standby over one lease duration (NTP keeps it under 500 ppm, 2 ms
+/// over 4 s), the standby's scheduling delay between reading the Lease and
+/// adding the VIP (that only helps), and the conversion of the monotonic
+/// fence to CLOCK_REALTIME at arming (microseconds, re-armed on a clock
+/// step). 250 ms is ten times the sum: generous, yet a quarter of a second
+/// of a failover instead of one and a quarter.
+pub const PRECISE_FENCE_MARGIN: Duration = Duration::from_millis(250);
+/// The shortest renew deadline accepted with the precise fence: a renewal
+/// may take up to half of it (the request timeout), and 500 ms is the
+/// least a loaded API server round trip should be given. (The lifetime
+/// fence needs 2 s: a whole second of lifetime must be left after the
+/// request.)
+pub const PRECISE_MIN_RENEW_DEADLINE: Duration = Duration::from_secs(1);
+/// With the precise fence, how far past the fence deadline the VIP's
+/// kernel lifetime (now only the outer bound) may reach. The lifetime is the
+/// whole seconds left until `fence + slack`, rounded down; the daemon adds
+/// or refreshes a VIP only before the fence, so with a slack of one second
+/// every lifetime sent is at least 1 s (the kernel's minimum) whatever the
+/// renew deadline, even 1 s with a renewal that took 999 ms. The address
+/// itself is then gone by `fence + 1 s + FENCE_MARGIN` at the latest, which
+/// may be later than the lease duration: the nftables deadline stops it
+/// serving long before.
+pub const PRECISE_OUTER_SLACK: Duration = Duration::from_secs(1);
+
 /// Service-account token of a pod (`k8s.in_cluster: true`).
 pub const IN_CLUSTER_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// Service-account CA bundle of a pod (`k8s.in_cluster: true`).

@@ -37,6 +37,9 @@ pub(super) struct File {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// Which fence bounds a frozen or cut-off holder.
+    #[serde(default)]
+    pub fence: Fence,
     /// Directory of the status file that `ha-vip status` reads.
     pub run_dir: Leaf<String>,
 }
@@ -134,4 +137,12 @@ pub(super) struct Metrics {
 pub(super) struct Log {
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub level: Leaf<String>,
+}
+
+/// `fence:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Fence {
+    /// `precise` (nftables deadline, default) or `lifetime` (the VIP's kernel lifetime alone).
+    pub mode: Leaf<String>,
 }

@@ -39,6 +39,79 @@ pub struct Config {
     pub log_level: String,
     /// Directory of the status file.
     pub run_dir: PathBuf,
+    /// Which fence bounds a frozen or cut-off holder.
+    pub fence: FenceMode,
+}
+
+/// Which fence stops a holder that can no longer renew from serving the VIPs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FenceMode {
+    /// An nftables deadline in the kernel's data path (milliseconds), with
+    /// the VIP's kernel lifetime as the outer bound: allows
+    /// `lease.duration >= renew_deadline + 250ms`.
+    #[default]
+    Precise,
+    /// The VIP's kernel lifetime alone (whole seconds, deleted up to ~1 s
+    /// late): needs `lease.duration >= renew_deadline + 1.25s`.
+    Lifetime,
+}
+
+impl FenceMode {
+    /// How much the lease duration must exceed the renew deadline.
+    pub fn margin(self) -> Duration {
+        match self {
+            Self::Precise => defaults::PRECISE_FENCE_MARGIN,
+            Self::Lifetime => defaults::FENCE_MARGIN,
+        }
+    }
+
+    /// The shortest renew deadline accepted.
+    pub fn min_renew_deadline(self) -> Duration {
+        match self {
+            Self::Precise => defaults::PRECISE_MIN_RENEW_DEADLINE,
+            Self::Lifetime => Duration::from_secs(2),
+        }
+    }
+
+    /// How far past the fence deadline the VIP's kernel lifetime reaches:
+    /// zero when the lifetime is the fence; [`defaults::PRECISE_OUTER_SLACK`]
+    /// when it is only the outer bound behind the nftables deadline.
+    pub fn outer_slack(self) -> Duration {
+        match self {
+            Self::Precise => defaults::PRECISE_OUTER_SLACK,
+            Self::Lifetime => Duration::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for FenceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Precise => "precise",
+            Self::Lifetime => "lifetime",
+        })
+    }
+}
+
+impl Lease {
+    /// The timing inequality `mode` needs, with the values and what is
+    /// left to spare, for `ha-vip check-config`.
+    pub fn inequality(&self, mode: FenceMode) -> String {
+        let spare = self
+            .duration
+            .saturating_sub(self.renew_deadline + mode.margin());
+        let why = match mode {
+            FenceMode::Precise => "the nftables deadline fires under 20 ms late",
+            FenceMode::Lifetime => "the kernel deletes an expired VIP up to ~1 s late",
+        };
+        format!(
+            "duration {:?} >= renew_deadline {:?} + {:?} ({why}) holds with {:?} to spare",
+            self.duration,
+            self.renew_deadline,
+            mode.margin(),
+            spare
+        )
+    }
 }
 
 /// One virtual IP with its prefix length.

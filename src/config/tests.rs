@@ -94,3 +94,64 @@ fn an_ipv4_mapped_vip_is_refused() {
     let e = err(&MINIMAL.replace("10.0.0.100", "\"::ffff:10.0.0.1\""));
     assert!(e.contains("cannot be a VIP"), "{e}");
 }
+
+const FAST_LEASE: &str = "lease:\n  duration: 2s\n  renew_deadline: 1s\n  retry_period: 250ms\n";
+
+#[test]
+fn the_fence_is_precise_unless_told_otherwise() {
+    assert_eq!(ok(MINIMAL).fence, FenceMode::Precise);
+    let c = ok(&format!("{MINIMAL}fence:\n  mode: lifetime\n"));
+    assert_eq!(c.fence, FenceMode::Lifetime);
+}
+
+#[test]
+fn the_fast_timings_pass_with_the_precise_fence_only() {
+    let c = ok(&format!("{MINIMAL}{FAST_LEASE}"));
+    assert_eq!(c.lease.renew_deadline, Duration::from_secs(1));
+    let e = err(&format!("{MINIMAL}{FAST_LEASE}fence:\n  mode: lifetime\n"));
+    assert!(
+        e.contains("t.yaml:8:")
+            && e.contains("renew_deadline")
+            && e.contains("fence.mode: precise"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}lease:\n  duration: 3s\n  renew_deadline: 2s\nfence:\n  mode: lifetime\n"
+    ));
+    assert!(e.contains("by at least 1s 250ms"), "{e}");
+}
+
+#[test]
+fn the_precise_fence_still_needs_its_margin() {
+    let e = err(&format!(
+        "{MINIMAL}lease:\n  duration: 2s\n  renew_deadline: 1900ms\n"
+    ));
+    assert!(
+        e.contains("t.yaml:7:") && e.contains("by at least 250ms"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}lease:\n  renew_deadline: 900ms\n"));
+    assert!(e.contains("expected at least 1s"), "{e}");
+}
+
+#[test]
+fn an_unknown_fence_mode_is_located() {
+    let e = err(&format!("{MINIMAL}fence:\n  mode: exact\n"));
+    assert!(
+        e.contains("t.yaml:7:9") && e.contains("expected precise") && e.contains("lifetime"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_inequality_says_which_holds_and_by_how_much() {
+    let c = ok(&format!("{MINIMAL}{FAST_LEASE}"));
+    let s = c.lease.inequality(c.fence);
+    assert!(
+        s.contains("duration 2s >= renew_deadline 1s + 250ms"),
+        "{s}"
+    );
+    assert!(s.contains("750ms to spare"), "{s}");
+    let s = ok(MINIMAL).lease.inequality(FenceMode::Lifetime);
+    assert!(s.contains("+ 1.25s") && s.contains("750ms to spare"), "{s}");
+}

@@ -94,6 +94,10 @@ impl<I: Io> Daemon<I> {
         }
         if removed {
             self.vip_until = None;
+            self.clear_fence().await;
+        } else if self.release_blocked.is_none() && self.fence_out().await {
+            // Fenced out: they may stay on until their lifetime ends, but
+            // serve nobody; the lease may go now.
         } else {
             if self.release_blocked.is_none() {
                 tracing::warn!(
@@ -133,6 +137,7 @@ impl<I: Io> Daemon<I> {
         let removed = self.parts.remove_all(&self.cfg).await;
         if removed {
             self.vip_until = None;
+            self.clear_fence().await;
         }
         let gone_by = self.vips_gone_by();
         if removed || gone_by.is_some_and(|t| Instant::now() >= t) {
@@ -152,17 +157,29 @@ impl<I: Io> Daemon<I> {
         }
     }
 
-    /// Adds or refreshes every VIP so that the kernel deletes it by the
-    /// fence deadline; each lifetime is computed right before its netlink
+    /// Arms the precise fence for the fence deadline, then adds or
+    /// refreshes every VIP so that the kernel deletes it by the deadline
+    /// (`fence.mode: lifetime`) or by the outer bound one second later
+    /// (`precise`); each lifetime is computed right before its netlink
     /// call and checked after it ([`vip::set_until`]).
     async fn set_vips(&mut self) -> Option<Event> {
         let until = self.machine.fence()?;
+        // No VIP goes on without a deadline behind it.
+        if let Err(e) = self.arm_fence(until).await {
+            tracing::error!(
+                error = %e,
+                interface = %self.cfg.interface,
+                "cannot arm the precise fence, so the VIPs are not added or refreshed here; releasing the lease so a standby takes over"
+            );
+            return Some(Event::VipFailed);
+        }
+        let outer = until + self.cfg.fence.outer_slack();
         // Before any request: an add that fails half-way (or whose answer
-        // we never see) may still have put a VIP on with this fence.
-        self.vip_until = Some(self.vip_until.map_or(until, |u| u.max(until)));
+        // we never see) may still have put a VIP on with this bound.
+        self.vip_until = Some(self.vip_until.map_or(outer, |u| u.max(outer)));
         let mut up = true;
         for &v in &self.cfg.vips {
-            match vip::set_until(self.parts.table.as_ref(), v, until).await {
+            match vip::set_until(self.parts.table.as_ref(), v, outer).await {
                 Ok(Some(_)) => {}
                 // Under a second left: the next renewal adds it.
                 Ok(None) => up = false,
@@ -186,7 +203,7 @@ impl<I: Io> Daemon<I> {
         // The VIPs may come up only at a renewal after the acquire (the
         // acquire left under a second): announce whenever they come up.
         self.announce();
-        if let Err(e) = self.parts.guard.hold(&self.cfg.vips, until).await {
+        if let Err(e) = self.parts.guard.hold(&self.cfg.vips, outer).await {
             tracing::error!(error = %e, "VIP guard stopped");
         }
         for v in &self.cfg.vips {
@@ -285,6 +302,7 @@ impl<I: Io> Daemon<I> {
             ("metrics", old.metrics_listen != new.metrics_listen),
             ("log", old.log_level != new.log_level),
             ("run_dir", old.run_dir != new.run_dir),
+            ("fence", old.fence != new.fence),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

@@ -6,6 +6,7 @@
 //! so a hung loop gets the daemon restarted.
 
 mod effects;
+mod fence;
 mod metered;
 pub use effects::list;
 mod setup;
@@ -148,6 +149,7 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
                 &mut d.net_events,
                 &mut sighup,
                 &mut watchdog,
+                d.fence.next_check(),
             ) => match input {
                 Input::Lease(Some(first)) => {
                     // A backlog of renewals is one refresh, to the newest
@@ -167,6 +169,7 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
                 Input::Net(None) => break Some("netlink watcher"),
                 Input::Reload => d.reload(config_path).await,
                 Input::Watchdog => d.ping_watchdog(),
+                Input::ClockCheck => d.check_clock().await,
             },
         }
         d.publish();
@@ -193,6 +196,9 @@ enum Input {
     Net(Option<NetEvent>),
     Reload,
     Watchdog,
+    /// Time to compare the real-time clock with the monotonic one (a step
+    /// moves the precise fence's deadline).
+    ClockCheck,
 }
 
 /// The next of the main loop's ordinary inputs; when several are ready,
@@ -203,6 +209,7 @@ async fn next_input<S: SignalStream>(
     net: &mut tokio::sync::mpsc::UnboundedReceiver<NetEvent>,
     sighup: &mut S,
     watchdog: &mut WatchdogTimer,
+    clock_check: Option<Instant>,
 ) -> Input {
     tokio::select! {
         ev = lease.recv() => Input::Lease(ev),
@@ -210,6 +217,7 @@ async fn next_input<S: SignalStream>(
         ev = net.recv() => Input::Net(ev),
         _ = sighup.recv() => Input::Reload,
         () = watchdog.tick() => Input::Watchdog,
+        () = sleep_until_opt(clock_check) => Input::ClockCheck,
     }
 }
 
@@ -286,6 +294,8 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) removal_retry: Option<Instant>,
     /// Feeds this node's entry of the VirtualIP object (never blocks).
     pub(crate) cluster: crate::cluster::Cluster,
+    /// The precise fence: armed before every add or refresh.
+    pub(crate) fence: fence::FenceState<I::Fence, I::Wall>,
 }
 
 impl<I: Io> Daemon<I> {
@@ -441,8 +451,13 @@ impl<I: Io> Daemon<I> {
                 "the lease was not released within {bound:?}; standbys take over when it expires"
             );
         }
-        // Whatever happened above, leave no VIP behind.
-        self.parts.remove_all(&self.cfg).await;
+        // Whatever happened above, leave no VIP behind, and no fence table
+        // unless a VIP is left for it to stop.
+        if self.parts.remove_all(&self.cfg).await {
+            self.clear_fence().await;
+        } else {
+            self.fence_out().await;
+        }
         self.cluster.finish(crate::cluster::FINISH_BOUND).await;
         tracing::info!("stopped");
     }

@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use super::Daemon;
 use crate::announce::{AnnounceError, Announcer, RawAnnouncer, Schedule};
-use crate::config::{Config, Vip};
+use crate::config::{Config, FenceMode, Vip};
+use crate::fence::{FenceError, ModeFence, NftFence, PreciseFence, SystemClock, WallClock};
 use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter};
 use crate::kube::{Credentials, KubeClient, KubeError};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
@@ -45,6 +46,9 @@ pub enum SetupError {
     /// The CLOCK_BOOTTIME timer could not be created.
     #[error("{0}")]
     Sleep(#[from] crate::sleep::BootClockError),
+    /// The precise fence (nftables) could not be opened or reset.
+    #[error("{0}")]
+    Fence(#[from] FenceError),
 }
 
 /// The data-plane I/O a daemon is built over: the kernel's address table
@@ -57,6 +61,10 @@ pub(crate) trait Io: 'static {
     type Table: AddressTable + 'static;
     /// Who tells the neighbours.
     type Announcer: Announcer + 'static;
+    /// The precise fence in the kernel's data path (or none).
+    type Fence: PreciseFence + 'static;
+    /// The real-time clock the precise fence's deadline is written on.
+    type Wall: WallClock + 'static;
 }
 
 /// Netlink and raw sockets: what `ha-vip run` uses.
@@ -65,6 +73,8 @@ pub(crate) struct Real;
 impl Io for Real {
     type Table = NetlinkAddressTable;
     type Announcer = RawAnnouncer;
+    type Fence = ModeFence<NftFence>;
+    type Wall = SystemClock;
 }
 
 /// The tasks and handles the daemon owns.
@@ -148,9 +158,16 @@ impl<I: Io> Drop for Parts<I> {
 pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     crate::observe::check_run_dir(&cfg.run_dir)?;
     let notifier = SdNotifier::from_env();
+    // First: a kernel without nf_tables is a configuration choice to make
+    // (fence.mode: lifetime), before anything is touched.
+    let fence = match cfg.fence {
+        FenceMode::Precise => ModeFence::Precise(NftFence::open()?),
+        FenceMode::Lifetime => ModeFence::Lifetime,
+    };
     let table = Arc::new(Tracked::new(NetlinkAddressTable::connect(&cfg.interface)?));
     vip::refuse_foreign(table.inner(), &cfg.vips).await?;
-    remove_leftovers(table.as_ref(), &cfg).await?;
+    let clean = remove_leftovers(table.as_ref(), &cfg).await?;
+    reset_fence(&fence, &cfg, clean).await?;
     let schedule = Schedule {
         count: cfg.announce.count,
         spacing: cfg.announce.spacing,
@@ -159,8 +176,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
     let announcer = Arc::new(RawAnnouncer::new(&cfg.interface, schedule)?);
     let watcher = Watcher::start(&cfg.interface, &cfg.vips).await?;
-    let mut machine =
-        Machine::new(cfg.lease.renew_deadline).with_carrier_buffer(cfg.health.stability_buffer);
+    let mut machine = Machine::new(cfg.lease.renew_deadline)
+        .with_carrier_buffer(cfg.health.stability_buffer)
+        .with_outer_slack(cfg.fence.outer_slack());
     if watcher.link_up() != Some(true) {
         tracing::warn!(
             interface = %cfg.interface,
@@ -222,15 +240,34 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             machine,
             sleep,
             cluster,
+            fence: super::fence::FenceState::new(fence, SystemClock),
         },
     ))
 }
 
+/// At start, after the leftover VIPs: removes the precise fence's table a
+/// previous run left (`clean`: no VIP of ours is left on the interface), or
+/// else keeps those leftovers from serving with a deadline long past (the
+/// first term arms its own deadline anyway).
+pub(crate) async fn reset_fence<F: PreciseFence>(
+    fence: &F,
+    cfg: &Config,
+    clean: bool,
+) -> Result<(), FenceError> {
+    if clean {
+        fence.clear().await
+    } else {
+        let addrs: Vec<_> = cfg.vips.iter().map(|v| v.addr).collect();
+        fence.arm(&addrs, super::fence::FENCED_OUT).await
+    }
+}
+
 /// We hold no lease yet, so any VIP of ours on the interface is a leftover.
+/// True when none is left.
 pub(crate) async fn remove_leftovers<T: AddressTable>(
     table: &T,
     cfg: &Config,
-) -> Result<(), SetupError> {
+) -> Result<bool, SetupError> {
     match vip::remove_all(table, &cfg.vips).await {
         Ok(removed) if !removed.is_empty() => {
             tracing::info!(
@@ -249,9 +286,12 @@ pub(crate) async fn remove_leftovers<T: AddressTable>(
         }
         // A missing interface is not fatal: adding the VIP will fail and
         // hand the lease to a node that can serve it.
-        Err(e) => tracing::error!(error = %e, "startup cleanup failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "startup cleanup failed");
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The running parts a daemon is assembled from: the real ones from
@@ -276,12 +316,15 @@ pub(crate) struct Wiring<I: Io> {
     pub(crate) sleep: crate::sleep::Sleep,
     /// Feeds this node's entry of the VirtualIP object.
     pub(crate) cluster: crate::cluster::Cluster,
+    /// The precise fence, reset at start.
+    pub(crate) fence: super::fence::FenceState<I::Fence, I::Wall>,
 }
 
 impl<I: Io> Daemon<I> {
     /// A follower over `w`, campaigning if `w.machine` does.
     pub(crate) fn assemble(cfg: Config, w: Wiring<I>) -> Self {
-        let status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
+        let mut status = Status::new(&cfg.node_name, &cfg.vips, SystemTime::now());
+        status.set_fence(cfg.fence, None);
         let (health, health_reports) = w.health;
         Daemon {
             machine: w.machine,
@@ -315,6 +358,7 @@ impl<I: Io> Daemon<I> {
             removal_retry: None,
             sleep: w.sleep,
             cluster: w.cluster,
+            fence: w.fence,
             cfg,
         }
     }

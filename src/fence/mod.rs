@@ -58,3 +58,10 @@ pub trait PreciseFence: Send + Sync {
     /// and after the VIPs are removed on release.
     fn clear(&self) -> impl Future<Output = Result<(), FenceError>> + Send;
 }
+
+mod nft;
+pub use nft::NftFence;
+mod mode;
+pub use mode::{
+    ModeFence, STEP_THRESHOLD, Step, StepDetector, SystemClock, WallClock, realtime_of,
+};

@@ -155,6 +155,8 @@ pub struct Metrics {
     cluster_write_errors: Counter,
     announcements: [Arc<AtomicU64>; 2],
     client_cert_expiry: Gauge,
+    fence_arm_failures: Counter,
+    fence_deadline: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Metrics {
@@ -173,6 +175,18 @@ impl Metrics {
         let cluster_write_errors = Counter::default();
         let announcements = [Arc::default(), Arc::default()];
         let client_cert_expiry = Gauge::default();
+        let fence_arm_failures = Counter::default();
+        let fence_deadline = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "ha_vip_fence_arm_failures",
+            "Times the precise fence (nftables) could not be armed; each keeps the VIPs off this node",
+            fence_arm_failures.clone(),
+        );
+        registry.register(
+            "ha_vip_fence_deadline_timestamp_seconds",
+            "The precise fence's armed deadline (Unix time, CLOCK_REALTIME): the VIPs stop serving here after it; 0 when none is armed",
+            fence_deadline.clone(),
+        );
         registry.register(
             "ha_vip_client_certificate_expiry_timestamp_seconds",
             "End of validity (notAfter, Unix time) of the client certificate in use; 0 without one",
@@ -264,7 +278,22 @@ impl Metrics {
             cluster_write_errors,
             announcements,
             client_cert_expiry,
+            fence_arm_failures,
+            fence_deadline,
         }
+    }
+
+    /// Counts a failure to arm the precise fence.
+    pub fn fence_arm_failed(&self) {
+        self.fence_arm_failures.inc();
+    }
+
+    /// Sets `ha_vip_fence_deadline_timestamp_seconds` (`None`: none armed).
+    pub fn set_fence_deadline(&self, deadline: Option<std::time::SystemTime>) {
+        let secs = deadline
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.fence_deadline.set(secs);
     }
 
     /// Sets `ha_vip_client_certificate_expiry_timestamp_seconds` (`None`:
@@ -373,5 +402,29 @@ mod tests {
         );
         m.set_client_cert_expiry(None);
         assert!(m.encode().contains(&format!("\n{name} 0\n")));
+    }
+
+    #[test]
+    fn the_fence_deadline_has_milliseconds_and_arm_failures_count() {
+        let m = Metrics::new(&[]);
+        let name = "ha_vip_fence_deadline_timestamp_seconds";
+        m.set_fence_deadline(Some(UNIX_EPOCH + Duration::from_millis(1_900_000_000_250)));
+        assert!(
+            m.encode().contains(&format!("\n{name} 1900000000.25\n")),
+            "{}",
+            m.encode()
+        );
+        m.set_fence_deadline(None);
+        assert!(
+            m.encode().contains(&format!("\n{name} 0.0\n")),
+            "{}",
+            m.encode()
+        );
+        m.fence_arm_failed();
+        assert!(
+            m.encode().contains("\nha_vip_fence_arm_failures_total 1\n"),
+            "{}",
+            m.encode()
+        );
     }
 }

@@ -189,6 +189,20 @@ pub struct Status {
     /// The metrics endpoint, when enabled: filled in by [`StatusWriter`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsStatus>,
+    /// The fence mode and the precise fence's armed deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceStatus>,
+}
+
+/// Which fence runs, and until when the VIPs may serve here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceStatus {
+    /// `precise` or `lifetime`.
+    pub mode: String,
+    /// The precise fence's armed deadline: the VIPs stop serving here after
+    /// it. `None` when none is armed (or in lifetime mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
 }
 
 /// The client certificate the daemon presents to the API server.
@@ -237,7 +251,16 @@ impl Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             client_certificate: None,
             metrics: None,
+            fence: None,
         }
+    }
+
+    /// Records the fence mode and the armed deadline.
+    pub fn set_fence(&mut self, mode: crate::config::FenceMode, deadline: Option<SystemTime>) {
+        self.fence = Some(FenceStatus {
+            mode: mode.to_string(),
+            deadline: deadline.map(Timestamp::new),
+        });
     }
 
     /// Enters role `to`; returns false (and changes nothing) if already in it.

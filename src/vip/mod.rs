@@ -31,6 +31,14 @@
 //! may take the lease only at `t + D`. Hence `R + 1.25 s < D` (plus
 //! clock-rate drift): D = 4 s, R = 2 s leaves 0.75 s.
 //!
+//! That is the whole argument in `fence.mode: lifetime`. In the default
+//! `fence.mode: precise` an nftables deadline at the fence itself stops the
+//! VIP serving first, armed before every add or refresh, and the lifetime
+//! becomes the outer bound, reaching one second past the fence so that a
+//! 1 s renew deadline still gives whole seconds; the inequality is then
+//! `D >= R + 250 ms`. The argument, clock steps and the residual case are
+//! in `daemon/fence.rs`.
+//!
 //! # A request that lands late
 //!
 //! The lifetime counts from when the kernel *applies* the request, not from
@@ -70,7 +78,9 @@
 //! kernel lifetime alone cannot remove: a hold still running when the
 //! fence passes delays the kernel's own deletion just as much, and a
 //! process stopped between computing and sending (SIGSTOP) re-adds the VIP
-//! for C when it continues. An absolute-time fence in nftables removes it.
+//! for C when it continues. An absolute-time fence in nftables removes it
+//! (`fence.mode: precise`): a late request lands behind a deadline that
+//! has passed.
 //!
 //! # Which addresses are ha-vip's
 //!

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{Location, Spanned};
 
 use super::defaults as d;
-use super::file::{File, Leaf};
-use super::{Config, ConfigError};
+use super::file::{self, File, Leaf};
+use super::{Config, ConfigError, FenceMode};
 
 /// Parses `text` (read from `path`) and resolves it.
 pub(super) fn resolve(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -91,7 +91,8 @@ impl Resolver<'_> {
         let node_name = self.node_name(&f.node_name)?;
         let interface = self.interface(&f.interface)?;
         let vips = self.vips(f)?;
-        let lease = self.lease(&f.lease)?;
+        let fence = self.fence_mode(&f.fence)?;
+        let lease = self.lease(&f.lease, fence)?;
         let k8s = self.k8s(&f.k8s)?;
         let health = self.health(&f.health, &k8s)?;
         let announce = self.announce(&f.announce)?;
@@ -112,7 +113,25 @@ impl Resolver<'_> {
             metrics_listen,
             log_level,
             run_dir,
+            fence,
         })
+    }
+
+    fn fence_mode(&self, f: &file::Fence) -> Result<FenceMode, ConfigError> {
+        let Some(s) = &f.mode else {
+            return Ok(FenceMode::default());
+        };
+        match s.value.trim().to_ascii_lowercase().as_str() {
+            "precise" => Ok(FenceMode::Precise),
+            "lifetime" => Ok(FenceMode::Lifetime),
+            _ => Err(self.err(
+                at(s),
+                format!(
+                    "fence.mode: unknown mode {:?}; expected precise (an nftables deadline, fast failover) or lifetime (the VIP's kernel lifetime alone)",
+                    s.value
+                ),
+            )),
+        }
     }
 
     fn node_name(&self, leaf: &Leaf<String>) -> Result<String, ConfigError> {

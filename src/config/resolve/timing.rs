@@ -6,10 +6,10 @@ use std::time::Duration;
 use super::values::fmt_d;
 use super::{Resolver, at, d, pos};
 use crate::config::file;
-use crate::config::{Announce, ConfigError, Lease};
+use crate::config::{Announce, ConfigError, FenceMode, Lease};
 
 impl Resolver<'_> {
-    pub(super) fn lease(&self, l: &file::Lease) -> Result<Lease, ConfigError> {
+    pub(super) fn lease(&self, l: &file::Lease, fence: FenceMode) -> Result<Lease, ConfigError> {
         let name = self.k8s_name(&l.name, "lease.name", d::LEASE_NAME)?;
         let namespace = self.k8s_name(&l.namespace, "lease.namespace", d::LEASE_NAMESPACE)?;
         let duration = self.duration(&l.duration, "lease.duration", d::LEASE_DURATION)?;
@@ -26,12 +26,23 @@ impl Resolver<'_> {
                 format!("lease.duration: {} is not a whole number of seconds; expected e.g. 4s (the Lease stores leaseDurationSeconds)", fmt_d(duration)),
             ));
         }
-        // A renewal may take up to the request timeout (half the deadline)
-        // and still has to leave a whole second of VIP lifetime after it.
-        if renew_deadline < Duration::from_secs(2) {
+        // A renewal may take up to the request timeout (half the deadline).
+        // With the lifetime fence a whole second of VIP lifetime must still
+        // be left after it; with the precise fence the lifetime reaches past
+        // the deadline (defaults::PRECISE_OUTER_SLACK), so only the request
+        // timeout counts.
+        if renew_deadline < fence.min_renew_deadline() {
+            let why = match fence {
+                FenceMode::Lifetime => {
+                    "a renewal may take up to half of it, and the VIP's kernel lifetime after it is whole seconds, at least 1; fence.mode: precise allows 1s"
+                }
+                FenceMode::Precise => {
+                    "a renewal may take up to half of it, and an API request needs at least 500ms"
+                }
+            };
             return Err(self.err(
                 pos(&l.renew_deadline),
-                format!("lease.renew_deadline: {} is too short; expected at least 2s (a renewal may take up to half of it, and the VIP's kernel lifetime after it is whole seconds, at least 1)", fmt_d(renew_deadline)),
+                format!("lease.renew_deadline: {} is too short with fence.mode: {fence}; expected at least {} ({why})", fmt_d(renew_deadline), fmt_d(fence.min_renew_deadline())),
             ));
         }
         if retry_period < d::MIN_RETRY_PERIOD {
@@ -52,19 +63,29 @@ impl Resolver<'_> {
                 ),
             ));
         }
-        if duration < renew_deadline + d::FENCE_MARGIN {
+        if duration < renew_deadline + fence.margin() {
             let at = if l.duration.is_some() {
                 pos(&l.duration)
             } else {
                 pos(&l.renew_deadline)
             };
+            let (holds, example) = match fence {
+                FenceMode::Lifetime => (
+                    "the VIP until its renew deadline plus the kernel's deletion latency (fence.mode: lifetime)",
+                    "duration: 4s with renew_deadline: 2s, or fence.mode: precise",
+                ),
+                FenceMode::Precise => (
+                    "serving the VIP until its renew deadline plus the nftables fence's margin (fence.mode: precise)",
+                    "duration: 2s with renew_deadline: 1s",
+                ),
+            };
             return Err(self.err(
                 at,
                 format!(
-                    "lease.duration: {} must exceed lease.renew_deadline {} by at least {}: a frozen holder keeps the VIP until its renew deadline plus the kernel's deletion latency, and a standby takes over after the lease duration; expected e.g. duration: 4s with renew_deadline: 2s",
+                    "lease.duration: {} must exceed lease.renew_deadline {} by at least {}: a frozen holder keeps {holds}, and a standby takes over after the lease duration; expected e.g. {example}",
                     fmt_d(duration),
                     fmt_d(renew_deadline),
-                    fmt_d(d::FENCE_MARGIN)
+                    fmt_d(fence.margin())
                 ),
             ));
         }

@@ -11,7 +11,7 @@ use super::node::{self, Env, Instance};
 use super::options::{Options, PROFILES, Stats};
 use super::rng::Rng;
 use super::world::Shared;
-use crate::config::{Config, Vip};
+use crate::config::{Config, FenceMode, Vip};
 use crate::health::FakeProbe;
 use crate::lease::{FakeLeaseStore, LeaseRecord};
 
@@ -80,6 +80,8 @@ struct Sim {
     /// A fault of the API server or of the Lease itself lasts until then:
     /// no standby can be expected to take over in the usual time before.
     global_until: Instant,
+    /// Draws the clock and fence faults ([`Sim::clock_fault`]).
+    clock_rng: Rng,
 }
 
 /// Runs `seed` on a fresh paused runtime.
@@ -120,9 +122,12 @@ impl tracing_subscriber::fmt::time::FormatTime for SimTime {
 async fn run(seed: u64, opts: Options) -> Outcome {
     let mut rng = Rng::new(seed);
     let n = 2 + rng.below(2) as usize;
-    let lease = PROFILES[opts
-        .profile
-        .unwrap_or_else(|| rng.below(PROFILES.len() as u64) as usize)];
+    let picked = match opts.profile {
+        Some(p) => p,
+        None => rng.below(PROFILES.len() as u64) as usize,
+    };
+    let lease = opts.lease_of(seed, picked);
+    let fence = opts.fence_of(seed);
     let vips = if rng.percent(50) {
         "10.0.0.100"
     } else {
@@ -133,6 +138,8 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         .or_else(|_| tempfile::tempdir())
         .expect("a temporary directory");
     let world = Shared::new(n, rng.next(), Duration::from_millis(lease.1));
+    world.lock().precise = fence == FenceMode::Precise;
+    world.lock().outer_checked = !opts.late_apply;
     let net = Arc::new(Mutex::new(Net {
         rng: Rng::new(rng.next()),
         latency: Duration::from_millis(rng.below(30)),
@@ -143,7 +150,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
     let now = Instant::now();
     let nodes: Vec<NodeState> = (0..n)
         .map(|i| {
-            let cfg = node::config(i, vips, lease, run_dir.path());
+            let cfg = node::config(i, vips, lease, fence, run_dir.path());
             let probe = FakeProbe::new();
             probe.set(true, "ok");
             NodeState {
@@ -161,7 +168,9 @@ async fn run(seed: u64, opts: Options) -> Outcome {
     let vips = nodes[0].cfg.vips.clone();
     world.lock().log(
         now,
-        format!("seed {seed}: {n} nodes, VIPs {vips:?}, lease (D, R, P) = {lease:?} ms"),
+        format!(
+            "seed {seed}: {n} nodes, VIPs {vips:?}, lease (D, R, P) = {lease:?} ms, fence {fence}"
+        ),
     );
     let mut sim = Sim {
         opts,
@@ -175,8 +184,11 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         obligation: None,
         stats: Stats {
             seeds: 1,
+            precise_seeds: u64::from(fence == FenceMode::Precise),
             ..Stats::default()
         },
+        // Apart from `rng`: a seed's other faults stay the same.
+        clock_rng: Rng::new(seed ^ 0x0063_6c6f_636b),
         last_holder: None,
         created: None,
         global_until: now,
@@ -186,6 +198,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
     }
     let end = now + HORIZON;
     let mut next_fault = now + sim.rng.ms(3000, 8000);
+    let mut next_clock = now + sim.clock_rng.ms(2000, 10_000);
     while Instant::now() < end {
         sleep(TICK).await;
         let now = Instant::now();
@@ -197,6 +210,15 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         if now >= next_fault && sim.obligation.is_none() {
             sim.inject(now).await;
             next_fault = now + sim.rng.ms(500, 6000);
+        }
+        if now >= next_clock {
+            // Not while a liveness check runs, and not just before a fault
+            // that may freeze the node: a backward step while frozen is
+            // the residual case the outer lifetime bounds (crate::fence).
+            if sim.obligation.is_none() && next_fault > now + Duration::from_secs(1) {
+                sim.clock_fault(now);
+            }
+            next_clock = now + sim.clock_rng.ms(1000, 8000);
         }
         if !sim.world.lock().violations.is_empty() {
             break;
@@ -320,6 +342,49 @@ impl Sim {
             && s.healthy_at.is_none()
             && s.healthy_since.is_some()
             && s.impaired_until <= now
+    }
+
+    /// A real-time clock step on a running node, or (precise fence only)
+    /// a fence that fails to arm or applies its requests late.
+    fn clock_fault(&mut self, now: Instant) {
+        let r = &mut self.clock_rng;
+        let i = r.below(self.nodes.len() as u64) as usize;
+        let kind = r.below(4);
+        let t = r.ms(300, 6000);
+        let precise = self.world.lock().precise;
+        let s = &mut self.nodes[i];
+        // Only while ha-vip runs there: a frozen or killed one cannot
+        // re-arm, which is the residual case (see above).
+        if s.instances.is_empty()
+            || s.instances
+                .iter()
+                .any(|inst| inst.process.is_frozen() || inst.process.dead())
+        {
+            return;
+        }
+        let mut w = self.world.lock();
+        match kind {
+            2 if precise => {
+                w.log(now, format!("FAULT node {i}: fence arming fails for {t:?}"));
+                w.fences[i].fail = Some(now + t);
+                s.impaired_until = s.impaired_until.max(now + t + node::health_lag(&s.cfg));
+            }
+            3 if precise => {
+                let max = r.ms(20, 3000);
+                w.log(
+                    now,
+                    format!("FAULT node {i}: fence requests wait up to {max:?} for {t:?}"),
+                );
+                w.fences[i].slow = Some((now + t, max));
+                s.impaired_until = s.impaired_until.max(now + t + node::health_lag(&s.cfg));
+            }
+            _ => {
+                let by = r.ms(20, 30_000);
+                let back = r.percent(50);
+                w.step_clock(i, back, by);
+                self.stats.clock_steps += 1;
+            }
+        }
     }
 
     fn pick(&mut self) -> Fault {

@@ -17,6 +17,7 @@
 //! `HA_VIP_SIM_PROFILE=1` runs only the fast-renewal lease timing.
 
 mod faults;
+mod fence;
 mod lease;
 mod node;
 mod options;

@@ -10,13 +10,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Duration;
 
+use super::fence::{SimFence, SimWall};
 use super::lease::{Net, SimStore};
 use super::process::{Frozen, Process, ProcessEvents, SimTable};
 use super::world::Shared;
 use crate::announce::FakeAnnouncer;
-use crate::config::Config;
-use crate::daemon::setup::{Control, Io, Wiring, remove_leftovers};
+use crate::config::{Config, FenceMode};
+use crate::daemon::fence::FenceState;
+use crate::daemon::setup::{Control, Io, Wiring, remove_leftovers, reset_fence};
 use crate::daemon::{Daemon, DaemonError, Signals, serve};
+use crate::fence::ModeFence;
 use crate::health::{self, FakeProbe, StabilityFilter};
 use crate::instance::InstanceLock;
 use crate::lease::{Elector, FakeLeaseStore, Timings};
@@ -32,6 +35,8 @@ pub(super) struct SimIo;
 impl Io for SimIo {
     type Table = SimTable;
     type Announcer = FakeAnnouncer;
+    type Fence = ModeFence<SimFence>;
+    type Wall = SimWall;
 }
 
 /// One running `ha-vip run` process.
@@ -77,8 +82,35 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         process: process.clone(),
         interface: cfg.interface.clone(),
     }));
-    if let Err(e) = remove_leftovers(table.as_ref(), &cfg).await {
-        tracing::error!(error = %e, "startup cleanup failed");
+    let clean = match remove_leftovers(table.as_ref(), &cfg).await {
+        Ok(clean) => clean,
+        Err(e) => {
+            tracing::error!(error = %e, "startup cleanup failed");
+            false
+        }
+    };
+    let fence = match cfg.fence {
+        FenceMode::Precise => ModeFence::Precise(SimFence {
+            world: env.world.clone(),
+            node,
+            process: process.clone(),
+        }),
+        FenceMode::Lifetime => ModeFence::Lifetime,
+    };
+    let wall = SimWall {
+        world: env.world.clone(),
+        node,
+    };
+    if let Err(e) = reset_fence(&fence, &cfg, clean).await {
+        // `ha-vip run` exits 1 here; the simulated one stops the same way.
+        let line = format!("node {node}: ha-vip refused to start: {e}");
+        env.world.lock().log(tokio::time::Instant::now(), line);
+        let (sigterm, _) = mpsc::unbounded_channel();
+        return Instance {
+            process,
+            sigterm,
+            task: tokio::spawn(async { Ok(()) }),
+        };
     }
     let announcer = Arc::new(FakeAnnouncer::new());
     let events = ProcessEvents {
@@ -128,7 +160,8 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
             metrics_server: None,
             status_writer: StatusWriter::new(cfg.status_file()),
             machine: Machine::new(cfg.lease.renew_deadline)
-                .with_carrier_buffer(cfg.health.stability_buffer),
+                .with_carrier_buffer(cfg.health.stability_buffer)
+                .with_outer_slack(cfg.fence.outer_slack()),
             // A boot-time clock that never jumps: the simulation does not
             // suspend machines.
             sleep: Sleep::new(
@@ -137,6 +170,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 cfg.lease.renew_deadline + Duration::from_secs(1),
             ),
             cluster: crate::cluster::Cluster::disabled(),
+            fence: FenceState::new(fence, wall),
         },
     );
     let (sigterm, term) = mpsc::unbounded_channel();
@@ -163,10 +197,16 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
 }
 
 /// The configuration of node `i`.
-pub(super) fn config(i: usize, vips: &str, lease: (u64, u64, u64), run_dir: &Path) -> Config {
+pub(super) fn config(
+    i: usize,
+    vips: &str,
+    lease: (u64, u64, u64),
+    fence: FenceMode,
+    run_dir: &Path,
+) -> Config {
     let (d, r, p) = lease;
     let yaml = format!(
-        "node_name: node-{i}\ninterface: sim0\nvips: [{vips}]\n\
+        "node_name: node-{i}\ninterface: sim0\nvips: [{vips}]\nfence:\n  mode: {fence}\n\
          k8s:\n  kubeconfig: /nonexistent/admin.conf\n\
          lease:\n  duration: {d}ms\n  renew_deadline: {r}ms\n  retry_period: {p}ms\n\
          health:\n  interval: 200ms\n  timeout: 100ms\n  stability_buffer: 1s\n\

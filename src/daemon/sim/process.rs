@@ -39,6 +39,11 @@ impl Process {
         self.state().dead
     }
 
+    /// Whether the process is frozen now.
+    pub(super) fn is_frozen(&self) -> bool {
+        self.frozen().is_some()
+    }
+
     /// Frozen until this instant, if frozen now.
     fn frozen(&self) -> Option<Instant> {
         self.state().frozen_until.filter(|u| *u > Instant::now())

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
+use super::fence::NodeFence;
 use super::rng::Rng;
 use crate::config::Vip;
 use crate::config::defaults::FENCE_MARGIN;
@@ -90,7 +91,20 @@ pub(super) struct World {
     pub(super) deletion_latency: Option<Duration>,
     pub(super) trace: Vec<String>,
     pub(super) violations: Vec<String>,
-    start: Instant,
+    pub(super) start: Instant,
+    /// Whether the daemons run the precise fence: the invariants then
+    /// concern serving VIPs (present and not fenced), see [`super::fence`].
+    pub(super) precise: bool,
+    /// Each node's precise fence and real-time clock.
+    pub(super) fences: Vec<NodeFence>,
+    /// The fence's request latencies (apart, so that a seed's address
+    /// table behaves the same in both modes).
+    pub(super) fence_rng: Rng,
+    /// Fence requests sent so far.
+    pub(super) fence_ops: usize,
+    /// Whether an address outliving the precise fence's outer lifetime
+    /// bound is a violation (not with late-apply, see `check_precise`).
+    pub(super) outer_checked: bool,
 }
 
 /// A shared handle on the [`World`].
@@ -112,6 +126,11 @@ impl Shared {
             trace: Vec::new(),
             violations: Vec::new(),
             start: now,
+            precise: false,
+            fences: (0..nodes).map(|_| NodeFence::default()).collect(),
+            fence_rng: Rng::new(seed ^ 0x6e66_7466),
+            fence_ops: 0,
+            outer_checked: true,
         })))
     }
 
@@ -134,7 +153,7 @@ impl World {
         self.trace.push(line);
     }
 
-    fn violation(&mut self, at: Instant, what: String) {
+    pub(super) fn violation(&mut self, at: Instant, what: String) {
         let line = format!("at {}s: {what}", self.t(at).trim());
         if !self.violations.contains(&line) {
             self.log(at, format!("VIOLATION: {what}"));
@@ -256,6 +275,15 @@ impl World {
                 .map(|&id| (self.sent[id].apply_at, id))
                 .filter(|(at, _)| *at <= now)
                 .min();
+            // A fence request before an address request at the same
+            // instant: the daemon arms before it adds.
+            if let Some((at, n)) = self.due_fence(now)
+                && deletion.is_none_or(|(d, ..)| at < d)
+                && apply.is_none_or(|(a, _)| at <= a)
+            {
+                self.apply_fence(n, at);
+                continue;
+            }
             match (deletion, apply) {
                 (Some((d, n, v)), a) if a.is_none_or(|(at, _)| d <= at) => {
                     self.delete(n, v, d, "expired");
@@ -271,8 +299,13 @@ impl World {
     }
 
     fn delete(&mut self, node: usize, vip: Vip, at: Instant, how: &str) {
+        if self.precise && self.present(node, vip) {
+            self.check_precise(node, vip, at);
+        }
         if let Some(e) = self.kernels[node].addrs.remove(&vip) {
-            self.check_fence(node, vip, at);
+            if !self.precise {
+                self.check_fence(node, vip, at);
+            }
             let up = at.duration_since(e.since).as_secs_f64();
             self.log(
                 at,
@@ -308,7 +341,9 @@ impl World {
                             at,
                             format!("kernel {node}: {vip} up (lifetime {}s)", lifetime.secs()),
                         );
-                        self.check_overlap(node, vip, at);
+                        if !self.precise {
+                            self.check_overlap(node, vip, at);
+                        }
                         at
                     }
                 };
@@ -320,6 +355,9 @@ impl World {
                         since,
                     },
                 );
+                if self.precise {
+                    self.check_serving(at);
+                }
                 Ok(Some(expires))
             }
             Request::Remove(vip) => {
@@ -370,6 +408,12 @@ impl World {
     }
 
     fn check_fences(&mut self, now: Instant) {
+        if self.precise {
+            for (node, vip) in self.up() {
+                self.check_precise(node, vip, now);
+            }
+            return;
+        }
         let late: Vec<(usize, Vip)> = self
             .up()
             .into_iter()

@@ -73,3 +73,20 @@ fn the_client_certificate_and_its_expiry_are_shown() {
     let back: Status = serde_json::from_str(&json).unwrap();
     assert_eq!(back, s);
 }
+
+#[test]
+fn the_fence_mode_and_deadline_are_in_the_file() {
+    let mut s = Status::new("cp1", &[], at(1_900_000_000));
+    s.set_fence(crate::config::FenceMode::Precise, Some(at(1_900_000_002)));
+    let json = serde_json::to_value(&s).expect("serializes");
+    assert_eq!(json["fence"]["mode"], "precise", "{json}");
+    assert_eq!(
+        json["fence"]["deadline"], "2030-03-17T17:46:42.000Z",
+        "{json}"
+    );
+    let back: Status = serde_json::from_value(json).expect("reads back");
+    assert_eq!(back, s);
+    s.set_fence(crate::config::FenceMode::Lifetime, None);
+    let json = serde_json::to_value(&s).expect("serializes");
+    assert_eq!(json["fence"], serde_json::json!({"mode": "lifetime"}));
+}
