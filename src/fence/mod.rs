@@ -59,7 +59,6 @@ pub trait PreciseFence: Send + Sync {
     fn clear(&self) -> impl Future<Output = Result<(), FenceError>> + Send;
 }
 
-mod nft;
 pub use nft::NftFence;
 mod mode;
 pub use mode::{
