@@ -38,8 +38,9 @@ enum Fault {
     /// or cut off since): a node that saw it missing for a lease duration
     /// and whose create is in flight (or was held back by a freeze)
     /// creates it anew right after the delete while the holder still has
-    /// its VIP. The elector cannot tell (seeds 97 and 375 with
-    /// `HA_VIP_SIM_FAULTS=early-delete`).
+    /// its VIP. The elector now tells from its watch and waits a lease
+    /// duration before leading (seeds 97 and 375 with
+    /// `HA_VIP_SIM_FAULTS=early-delete` in the regression seeds).
     DeleteLease,
     SecondInstance,
 }
