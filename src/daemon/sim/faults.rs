@@ -81,6 +81,9 @@ struct Sim {
     /// A fault of the API server or of the Lease itself lasts until then:
     /// no standby can be expected to take over in the usual time before.
     global_until: Instant,
+    /// Which planned stops are package upgrades: a stream of its own, so
+    /// that adding them left every other draw of a seed as it was.
+    upgrades: Rng,
 }
 
 /// Runs `seed` on a fresh paused runtime.
@@ -181,6 +184,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         last_holder: None,
         created: None,
         global_until: now,
+        upgrades: Rng::new(seed ^ 0x7570_6772_6164_65),
     };
     for i in 0..n {
         sim.start(i).await;
@@ -210,6 +214,11 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         }
     }
     let mut w = sim.world.lock();
+    sim.stats.resumed = w
+        .trace
+        .iter()
+        .filter(|l| l.contains("resumed healthy"))
+        .count() as u64;
     Outcome {
         seed,
         violations: std::mem::take(&mut w.violations),
@@ -398,11 +407,19 @@ impl Sim {
                 if matches!(fault, Fault::Kill) {
                     s.instances.clear();
                 }
-                let down = if self.rng.percent(60) {
+                let mut down = if self.rng.percent(60) {
                     self.rng.ms(500, 12_000)
                 } else {
                     Duration::from_secs(3600)
                 };
+                // Half the planned stops are a package upgrade's restart:
+                // back within the stability buffer, resuming its health
+                // from run_dir/health.json.
+                if matches!(fault, Fault::Shutdown) && self.upgrades.percent(50) {
+                    down = self.upgrades.ms(50, 800);
+                    let line = format!("node {i}: upgrade, back in {} ms", down.as_millis());
+                    self.world.lock().log(now, line);
+                }
                 s.restart_at = Some(now + down);
                 out = Some(down);
             }

@@ -68,6 +68,8 @@ pub(in crate::daemon) struct Stats {
     pub(in crate::daemon) faults: u64,
     pub(in crate::daemon) handovers: u64,
     pub(in crate::daemon) liveness_checked: u64,
+    /// Restarts that resumed healthy from `run_dir/health.json`.
+    pub(in crate::daemon) resumed: u64,
 }
 
 impl Stats {
@@ -76,6 +78,7 @@ impl Stats {
         self.faults += o.faults;
         self.handovers += o.handovers;
         self.liveness_checked += o.liveness_checked;
+        self.resumed += o.resumed;
     }
 }
 
@@ -83,8 +86,9 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} faults injected, {} lease handovers, {} holder failures checked for liveness",
-            self.faults, self.handovers, self.liveness_checked
+            "{} faults injected, {} lease handovers, {} holder failures checked for liveness, \
+             {} restarts resumed healthy",
+            self.faults, self.handovers, self.liveness_checked, self.resumed
         )
     }
 }
