@@ -58,6 +58,7 @@ impl<S: LeaseStore> Elector<S> {
                     return;
                 }
                 tracing::info!(identity = %self.identity, "acquired the lease");
+                self.unanswered_create = None;
                 self.recovered(Step::Acquire);
                 self.observe(Some(stored.clone()), events).await;
                 self.watch = None;
@@ -95,6 +96,13 @@ impl<S: LeaseStore> Elector<S> {
             }
         } else {
             tracing::debug!(error = %e, "acquiring the lease failed");
+            if creating {
+                // No answer: the create may have been applied, even after
+                // another node's create and a delete, and the Lease may
+                // name us next time we look. Not at once, then (see
+                // `confirm_create`).
+                self.unanswered_create = Some(Instant::now());
+            }
             self.report(Step::Acquire, e, events).await;
         }
         self.not_before = Instant::now() + self.timings.retry_period;

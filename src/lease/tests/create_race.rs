@@ -12,6 +12,8 @@ struct Racing {
     inner: FakeLeaseStore,
     /// Race the first create (true) or none.
     race: AtomicBool,
+    /// The racing create's answer is lost (it is applied all the same).
+    lose_answer: bool,
 }
 
 impl LeaseStore for Racing {
@@ -22,6 +24,9 @@ impl LeaseStore for Racing {
         if self.race.swap(false, Ordering::SeqCst) {
             self.inner.set(Some(held_by("other")));
             self.inner.set(None);
+            if self.lose_answer {
+                self.inner.lose_answers(1);
+            }
         }
         self.inner.create(record).await
     }
@@ -41,6 +46,7 @@ fn racing(store: &FakeLeaseStore, race: bool) -> Racing {
     Racing {
         inner: store.clone(),
         race: AtomicBool::new(race),
+        lose_answer: false,
     }
 }
 
@@ -63,6 +69,26 @@ async fn a_create_after_another_holders_create_and_a_delete_is_not_leadership_fo
     assert_eq!(l.record.holder, "b");
     assert_eq!(l.record.transitions, 0);
     b.until(|e| matches!(e, LeaseEvent::Renewed { .. })).await;
+}
+
+/// The same with the create's answer lost: the watch then shows our own
+/// Lease after the other holder's, and our own Lease is taken at once only
+/// when no other holder was seen within a lease duration.
+#[tokio::test(start_paused = true)]
+async fn a_racing_create_whose_answer_is_lost_is_not_leadership_for_a_duration() {
+    let store = FakeLeaseStore::new();
+    let t0 = Instant::now();
+    let mut store_b = racing(&store, true);
+    store_b.lose_answer = true;
+    let mut b = start_with(store_b, "b", true);
+    let sent_at = acquired(&mut b).await;
+    let created = t0 + T.duration;
+    assert!(
+        sent_at >= created + T.duration,
+        "leadership reported {:?} after the racing create",
+        sent_at - created
+    );
+    assert_eq!(store.lease().unwrap().record.holder, "b");
 }
 
 #[tokio::test(start_paused = true)]
