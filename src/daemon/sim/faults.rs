@@ -184,7 +184,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         last_holder: None,
         created: None,
         global_until: now,
-        upgrades: Rng::new(seed ^ 0x7570_6772_6164_65),
+        upgrades: Rng::new(seed ^ 0x0075_7067_7261_6465),
     };
     for i in 0..n {
         sim.start(i).await;
