@@ -2,6 +2,8 @@
 
 #[path = "common/apiserver.rs"]
 mod apiserver;
+#[path = "control_lease/create_race.rs"]
+mod create_race;
 #[path = "control_lease/foreign.rs"]
 mod foreign;
 

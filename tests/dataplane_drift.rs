@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use ha_vip::announce::{Announcer, RawAnnouncer, Schedule};
 use ha_vip::config::Vip;
 use ha_vip::vip::{AddressTable, Guard, Lifetime, NetEvent, NetlinkAddressTable, Watcher};
@@ -62,6 +63,67 @@ fn watcher_reports_removed_vips_and_link_changes() {
         ns.ip(&["link", "del", "hv0"]);
         assert_eq!(next_event(&mut w).await, NetEvent::LinkDown);
     });
+}
+
+/// Notifications lost to a full socket buffer (ENOBUFS) hide a carrier
+/// loss: the watcher re-reads the link after the overrun, also when its
+/// future is dropped in the middle of that re-read, as the guard's
+/// `select!` does whenever a command arrives.
+#[test]
+fn watcher_reports_a_carrier_loss_hidden_in_an_overrun() {
+    let ns = Netns::new("overrun");
+    veth(&ns, "hv0", &ns, "hv0p");
+    veth(&ns, "fl0", &ns, "fl0p");
+    // Far more notifications than the watcher's socket buffer holds.
+    let batch: String = (0..3000)
+        .map(|i| format!("addr add 198.18.{}.{}/32 dev fl0\n", i / 250, i % 250 + 1))
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.batch", ns.name()));
+    std::fs::write(&path, batch).unwrap();
+    ns.run(|| async {
+        let mut w = Watcher::start("hv0", &[]).await.unwrap();
+        assert_eq!(w.link_up(), Some(true));
+        // Blocking commands: the runtime, and with it the reader of the
+        // watcher's socket, is stopped until they are done, so the buffer
+        // fills and the carrier loss is dropped by the kernel.
+        ns.ip(&["-batch", path.to_str().unwrap()]);
+        ns.ip(&["link", "set", "hv0p", "down"]);
+        // The kernel's link watch work announces the carrier loss a moment
+        // later, after it set the operstate: wait for it, still blocking.
+        let changed = std::time::Instant::now();
+        while ns.ip_json(&["link", "show", "dev", "hv0"])[0]["operstate"] == "UP" {
+            assert!(changed.elapsed() < Duration::from_secs(5), "hv0 still up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut seen = Vec::new();
+        // Poll once and drop, again and again, until the overrun is out and
+        // three more polls were dropped (the re-read is one of them).
+        let start = Instant::now();
+        let mut dropped = 0;
+        while dropped < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no overrun within 10 s: {} events",
+                seen.len()
+            );
+            match w.next().now_or_never() {
+                Some(e) => seen.push(e.expect("watcher open")),
+                None if seen.contains(&NetEvent::Overrun) => dropped += 1,
+                None => {}
+            }
+            tokio::task::yield_now().await;
+        }
+        while let Ok(e) = timeout(Duration::from_secs(2), w.next()).await {
+            seen.push(e.expect("watcher open"));
+        }
+        assert_eq!(
+            seen,
+            [NetEvent::Overrun, NetEvent::LinkDown],
+            "the carrier loss hidden in the overrun must be reported"
+        );
+    });
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]

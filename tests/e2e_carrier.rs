@@ -12,6 +12,7 @@ mod apiserver;
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -145,6 +146,21 @@ fn cut_carrier(lab: &Lab, nodes: &[Node], holder: usize, other: usize) -> (Durat
     (gone, taken)
 }
 
+/// The STATUS= lines received on `sock` since the last call.
+fn statuses(sock: &UnixDatagram) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        out.extend(
+            msg.lines()
+                .filter(|l| l.starts_with("STATUS="))
+                .map(str::to_owned),
+        );
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
     let Some(api) = apiserver::ApiServer::start() else {
@@ -159,6 +175,18 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
         .expect("server addr");
     let apinet = ApiNet::new(lab, target);
     let mut nodes: Vec<Node> = (0..2).map(|i| node(&bed, &apinet, i)).collect();
+    // systemd's side of sd_notify, one socket per node.
+    let notify: Vec<UnixDatagram> = nodes
+        .iter_mut()
+        .map(|n| {
+            let path = bed.dir.path().join(format!("notify-{}.sock", n.name));
+            let sock = UnixDatagram::bind(&path).expect("notify socket");
+            sock.set_nonblocking(true).expect("nonblocking");
+            n.env
+                .push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+            sock
+        })
+        .collect();
     for n in &mut nodes {
         n.start();
     }
@@ -202,6 +230,13 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
         "{}",
         log_of(&nodes)
     );
+    // `systemctl status` says why the node stands by.
+    let status = statuses(&notify[first]);
+    assert_eq!(
+        status.last().map(String::as_str),
+        Some("STATUS=no carrier on eth0: not campaigning"),
+        "{status:?}"
+    );
 
     // The carrier comes back: after the stability buffer the node may hold
     // the VIP again, which it shows by taking over when the other one's
@@ -217,6 +252,12 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
         !lab.has_vip(first) && lab.has_vip(other),
         "{}",
         log_of(&nodes)
+    );
+    let status = statuses(&notify[first]);
+    assert_eq!(
+        status.last(),
+        Some(&format!("STATUS=standby; leader is {}", nodes[other].name)),
+        "{status:?}"
     );
     let (gone2, taken2) = cut_carrier(lab, &nodes, other, first);
     eprintln!(

@@ -281,6 +281,15 @@ impl<I: Io> Daemon<I> {
             }
             Role::Stopping => "stopping: VIPs removed, releasing the lease".to_string(),
             Role::Starting => "starting".to_string(),
+            // Before health: a node without carrier does not campaign,
+            // healthy or not, and the operator's fix is on the link.
+            Role::Follower if !self.machine.carrier() => {
+                let mut line = format!("no carrier on {}: not campaigning", self.cfg.interface);
+                if !self.machine.healthy() {
+                    line.push_str(&format!("; unhealthy: {}", self.last_probe));
+                }
+                line
+            }
             Role::Follower if !self.machine.healthy() => format!("unhealthy: {}", self.last_probe),
             Role::Follower => match &self.holder {
                 Some(h) => format!("standby; leader is {h}"),

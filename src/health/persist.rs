@@ -77,13 +77,27 @@ fn due(last: Option<(bool, Instant)>, report: &HealthReport, now: Instant) -> bo
     }
 }
 
+/// Reads CLOCK_BOOTTIME, or in the simulation a boot time that follows
+/// tokio's paused clock (the real one would see a 40 s run pass in 0.1 s).
+type BootTime = Box<dyn Fn() -> Option<Duration> + Send>;
+
 /// The record file of one daemon.
-#[derive(Debug)]
 pub struct HealthFile {
     path: PathBuf,
     /// Empty when `/proc/sys` is not readable.
     boot_id: String,
     last: Option<(bool, Instant)>,
+    boottime: BootTime,
+}
+
+impl std::fmt::Debug for HealthFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthFile")
+            .field("path", &self.path)
+            .field("boot_id", &self.boot_id)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HealthFile {
@@ -96,7 +110,18 @@ impl HealthFile {
             path: run_dir.join(HEALTH_FILE),
             boot_id,
             last: None,
+            boottime: Box::new(boottime),
         }
+    }
+
+    /// The same file, with boot times read from `clock` instead of
+    /// CLOCK_BOOTTIME: for the simulation, whose clock is tokio's.
+    pub fn with_boot_clock(
+        mut self,
+        clock: impl Fn() -> Option<Duration> + Send + 'static,
+    ) -> Self {
+        self.boottime = Box::new(clock);
+        self
     }
 
     /// The instant of the last successful probe a filter may resume from
@@ -111,7 +136,7 @@ impl HealthFile {
                 return None;
             }
         };
-        let now = boottime()?;
+        let now = (self.boottime)()?;
         let Some(age) = resumable(&record, &self.boot_id, now, buffer) else {
             tracing::info!(path = %self.path.display(), "the last health record is not recent and healthy; starting unhealthy (campaigning after the stability buffer)");
             return None;
@@ -131,7 +156,7 @@ impl HealthFile {
         if !due(self.last, report, now) {
             return;
         }
-        let Some(boottime) = boottime() else {
+        let Some(boottime) = (self.boottime)() else {
             return;
         };
         // The probe finished a moment before we got its report.

@@ -426,3 +426,5 @@ fn only_addresses_with_every_mark_are_ours() {
 }
 
 mod late;
+
+mod overrun;

@@ -3,15 +3,16 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
+use futures::{Stream, StreamExt};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
 use rtnetlink::{Handle, MulticastGroup};
 use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant, sleep_until};
 
-use super::netlink::{lookup_link, message_vip};
+use super::netlink::{LinkInfo, lookup_link, message_vip};
 use super::{Cause, VipError};
 use crate::config::Vip;
 
@@ -145,6 +146,130 @@ fn link_name(link: &LinkMessage) -> Option<&str> {
     })
 }
 
+/// Reads the current state of a link: the kernel for the [`Watcher`], a
+/// fake in tests.
+pub(crate) trait LinkLookup: Send + Sync {
+    /// The link called `interface`.
+    fn lookup(&self, interface: &str) -> impl Future<Output = Result<LinkInfo, Cause>> + Send;
+}
+
+impl LinkLookup for Handle {
+    async fn lookup(&self, interface: &str) -> Result<LinkInfo, Cause> {
+        lookup_link(self, interface).await
+    }
+}
+
+/// How long to wait before re-reading the link again after a re-read failed.
+const RELOOKUP_RETRY: Duration = Duration::from_millis(250);
+
+/// Notifications in, events out: the part of the [`Watcher`] that does not
+/// own the socket, generic so that tests can drive it.
+#[derive(Debug)]
+pub(crate) struct Events<M, L> {
+    tracker: Tracker,
+    lookup: L,
+    messages: M,
+    pending: VecDeque<NetEvent>,
+    /// An overrun may have hidden a link change, so the link must be read
+    /// again. Set before the read and cleared only once its result is in
+    /// `pending`: a `next` dropped during the read (the guard's `select!`
+    /// drops it whenever a command arrives) reads again on the next call
+    /// instead of losing a carrier loss for good.
+    relookup: bool,
+    /// After a failed re-read: not again before then.
+    retry_at: Option<Instant>,
+}
+
+impl<M, L> Events<M, L>
+where
+    M: Stream<
+            Item = (
+                NetlinkMessage<RouteNetlinkMessage>,
+                rtnetlink::sys::SocketAddr,
+            ),
+        > + Unpin,
+    L: LinkLookup,
+{
+    pub(crate) fn new(tracker: Tracker, lookup: L, messages: M) -> Self {
+        Self {
+            tracker,
+            lookup,
+            messages,
+            pending: VecDeque::new(),
+            relookup: false,
+            retry_at: None,
+        }
+    }
+
+    /// The next event; `None` when the message stream has ended.
+    ///
+    /// Cancel-safe: an event is never lost when the future is dropped, and
+    /// neither is a pending re-read of the link.
+    pub(crate) async fn next(&mut self) -> Option<NetEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let due = self.retry_at.is_none_or(|at| Instant::now() >= at);
+            if self.relookup && due {
+                self.relookup_link().await;
+                continue;
+            }
+            let waiting = self.retry_at.filter(|_| self.relookup);
+            let received = match waiting {
+                Some(at) => tokio::select! {
+                    m = self.messages.next() => m,
+                    () = sleep_until(at) => continue,
+                },
+                None => self.messages.next().await,
+            };
+            let (msg, _) = received?;
+            let Some(event) = self.tracker.on_message(&msg) else {
+                continue;
+            };
+            if event == NetEvent::Overrun {
+                // A link change may be among the lost notifications.
+                self.relookup = true;
+                self.retry_at = None;
+            }
+            self.pending.push_back(event);
+        }
+    }
+
+    /// Reads the link and queues the change it shows, if any; clears the
+    /// re-read flag only then (nothing awaits after the read).
+    async fn relookup_link(&mut self) {
+        let result = self.lookup.lookup(&self.tracker.interface).await;
+        match result {
+            Ok(link) => {
+                self.tracker.index = Some(link.index);
+                self.pending.extend(self.tracker.set_up(link.up));
+            }
+            Err(Cause::NoInterface(_)) => {
+                // Deleted (or renamed away) during the overrun.
+                self.tracker.index = None;
+                self.pending.extend(self.tracker.set_up(false));
+            }
+            Err(cause) => {
+                tracing::warn!(
+                    interface = self.tracker.interface,
+                    error = %cause,
+                    "cannot re-read the interface after lost netlink notifications; retrying (a carrier change may go unnoticed until it succeeds; check that the daemon keeps CAP_NET_ADMIN)"
+                );
+                self.retry_at = Some(Instant::now() + RELOOKUP_RETRY);
+                return;
+            }
+        }
+        self.relookup = false;
+        self.retry_at = None;
+    }
+}
+
+type Messages = UnboundedReceiver<(
+    NetlinkMessage<RouteNetlinkMessage>,
+    rtnetlink::sys::SocketAddr,
+)>;
+
 /// A subscription to address and link changes of one interface.
 ///
 /// Subscribes to RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR and RTNLGRP_IPV6_IFADDR
@@ -152,13 +277,7 @@ fn link_name(link: &LinkMessage) -> Option<&str> {
 /// yet: it is recognised by name when it appears.
 #[derive(Debug)]
 pub struct Watcher {
-    tracker: Tracker,
-    handle: Handle,
-    messages: UnboundedReceiver<(
-        NetlinkMessage<RouteNetlinkMessage>,
-        rtnetlink::sys::SocketAddr,
-    )>,
-    pending: VecDeque<NetEvent>,
+    events: Events<Messages, Handle>,
     driver: JoinHandle<()>,
 }
 
@@ -188,11 +307,9 @@ impl Watcher {
                 return Err(err(cause));
             }
         };
+        let tracker = Tracker::new(interface, vips, index, up);
         Ok(Self {
-            tracker: Tracker::new(interface, vips, index, up),
-            handle,
-            messages,
-            pending: VecDeque::new(),
+            events: Events::new(tracker, handle, messages),
             driver,
         })
     }
@@ -200,36 +317,20 @@ impl Watcher {
     /// A handle to change which VIPs are watched, also after the watcher
     /// has moved into a [`super::Guard`].
     pub fn watched(&self) -> WatchedVips {
-        self.tracker.vips.clone()
+        self.events.tracker.vips.clone()
     }
 
     /// Whether the link could carry the VIP at the last notification
     /// ([`carrier`]; `None`: no such link yet).
     pub fn link_up(&self) -> Option<bool> {
-        self.tracker.up
+        self.events.tracker.up
     }
 
     /// The next event; `None` when the netlink socket has closed for good.
     ///
     /// Cancel-safe: an event is never lost when the future is dropped.
     pub async fn next(&mut self) -> Option<NetEvent> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
-            }
-            let (msg, _) = self.messages.next().await?;
-            let Some(event) = self.tracker.on_message(&msg) else {
-                continue;
-            };
-            self.pending.push_back(event);
-            if event == NetEvent::Overrun {
-                // A link change may be among the lost notifications.
-                if let Ok(link) = lookup_link(&self.handle, &self.tracker.interface).await {
-                    self.tracker.index = Some(link.index);
-                    self.pending.extend(self.tracker.set_up(link.up));
-                }
-            }
-        }
+        self.events.next().await
     }
 }
 

@@ -38,8 +38,9 @@ enum Fault {
     /// or cut off since): a node that saw it missing for a lease duration
     /// and whose create is in flight (or was held back by a freeze)
     /// creates it anew right after the delete while the holder still has
-    /// its VIP. The elector cannot tell (seeds 97 and 375 with
-    /// `HA_VIP_SIM_FAULTS=early-delete`).
+    /// its VIP. The elector now tells from its watch and waits a lease
+    /// duration before leading (seeds 97 and 375 with
+    /// `HA_VIP_SIM_FAULTS=early-delete` in the regression seeds).
     DeleteLease,
     SecondInstance,
 }
@@ -82,6 +83,9 @@ struct Sim {
     global_until: Instant,
     /// Draws the clock and fence faults ([`Sim::clock_fault`]).
     clock_rng: Rng,
+    /// Which planned stops are package upgrades: a stream of its own, so
+    /// that adding them left every other draw of a seed as it was.
+    upgrades: Rng,
 }
 
 /// Runs `seed` on a fresh paused runtime.
@@ -192,6 +196,7 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         last_holder: None,
         created: None,
         global_until: now,
+        upgrades: Rng::new(seed ^ 0x0075_7067_7261_6465),
     };
     for i in 0..n {
         sim.start(i).await;
@@ -231,6 +236,11 @@ async fn run(seed: u64, opts: Options) -> Outcome {
         }
     }
     let mut w = sim.world.lock();
+    sim.stats.resumed = w
+        .trace
+        .iter()
+        .filter(|l| l.contains("resumed healthy"))
+        .count() as u64;
     Outcome {
         seed,
         violations: std::mem::take(&mut w.violations),
@@ -462,11 +472,19 @@ impl Sim {
                 if matches!(fault, Fault::Kill) {
                     s.instances.clear();
                 }
-                let down = if self.rng.percent(60) {
+                let mut down = if self.rng.percent(60) {
                     self.rng.ms(500, 12_000)
                 } else {
                     Duration::from_secs(3600)
                 };
+                // Half the planned stops are a package upgrade's restart:
+                // back within the stability buffer, resuming its health
+                // from run_dir/health.json.
+                if matches!(fault, Fault::Shutdown) && self.upgrades.percent(50) {
+                    down = self.upgrades.ms(50, 800);
+                    let line = format!("node {i}: upgrade, back in {} ms", down.as_millis());
+                    self.world.lock().log(now, line);
+                }
                 s.restart_at = Some(now + down);
                 out = Some(down);
             }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use super::fence::{SimFence, SimWall};
 use super::lease::{Net, SimStore};
@@ -130,14 +130,43 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         process: process.clone(),
         timeout: cfg.lease.renew_deadline / 2,
     };
-    let (campaign, campaign_rx) = watch::channel(false);
+    // As `setup::start` does: a daemon restarted within the stability
+    // buffer resumes healthy from run_dir/health.json. Boot time is the
+    // simulated time since the world began (plus a base, as after a boot).
+    let epoch = env.world.lock().started();
+    let boot = move || Some(Duration::from_secs(100) + Instant::now().duration_since(epoch));
+    let health_file = health::HealthFile::new(&cfg.run_dir).with_boot_clock(boot);
+    let mut machine = Machine::new(cfg.lease.renew_deadline)
+        .with_carrier_buffer(cfg.health.stability_buffer)
+        .with_outer_slack(cfg.fence.outer_slack());
+    let resumed = health_file.resume(cfg.health.stability_buffer);
+    if let Some(last_ok) = resumed {
+        let now = Instant::now();
+        let line = format!(
+            "node {node}: resumed healthy from health.json (last success {:?} ago)",
+            now - last_ok
+        );
+        env.world.lock().log(now, line);
+        // Its only action, Campaign, is what the elector starts with below.
+        let _ = machine.step(crate::machine::Event::Health { healthy: true }, now);
+    }
+    let (campaign, campaign_rx) = watch::channel(machine.campaigning());
     let (lease_tx, lease_events) = mpsc::channel(64);
     let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
     let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
 
     let (health_tx, health_rx) = mpsc::channel(16);
-    let filter = StabilityFilter::new(cfg.health.stability_buffer);
-    let monitor = health::monitor(env.probe.clone(), cfg.health.interval, filter, health_tx);
+    let filter = match resumed {
+        Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
+        None => StabilityFilter::new(cfg.health.stability_buffer),
+    };
+    let monitor = health::monitor_recorded(
+        env.probe.clone(),
+        cfg.health.interval,
+        filter,
+        health_file,
+        health_tx,
+    );
     let health = (tokio::spawn(monitor), health_rx);
 
     let d = Daemon::<SimIo>::assemble(
@@ -159,9 +188,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
             metrics: Metrics::new(&cfg.vips),
             metrics_server: None,
             status_writer: StatusWriter::new(cfg.status_file()),
-            machine: Machine::new(cfg.lease.renew_deadline)
-                .with_carrier_buffer(cfg.health.stability_buffer)
-                .with_outer_slack(cfg.fence.outer_slack()),
+            machine,
             // A boot-time clock that never jumps: the simulation does not
             // suspend machines.
             sleep: Sleep::new(

@@ -118,6 +118,8 @@ pub(in crate::daemon) struct Stats {
     pub(in crate::daemon) liveness_checked: u64,
     pub(in crate::daemon) precise_seeds: u64,
     pub(in crate::daemon) clock_steps: u64,
+    /// Restarts that resumed healthy from `run_dir/health.json`.
+    pub(in crate::daemon) resumed: u64,
 }
 
 impl Stats {
@@ -128,6 +130,7 @@ impl Stats {
         self.liveness_checked += o.liveness_checked;
         self.precise_seeds += o.precise_seeds;
         self.clock_steps += o.clock_steps;
+        self.resumed += o.resumed;
     }
 }
 
@@ -135,12 +138,13 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} faults injected, {} lease handovers, {} holder failures checked for liveness, {} seeds with the precise fence, {} clock steps",
+            "{} faults injected, {} lease handovers, {} holder failures checked for liveness, {} seeds with the precise fence, {} clock steps, {} restarts resumed healthy",
             self.faults,
             self.handovers,
             self.liveness_checked,
             self.precise_seeds,
-            self.clock_steps
+            self.clock_steps,
+            self.resumed
         )
     }
 }

@@ -35,12 +35,27 @@ fn regression_seeds() {
     // was in the future again and the VIPs served beside the new holder's
     // ("split brain: 10.0.0.100/32 served by node 0 and node 1 at once").
     const SEEDS: &[u64] = &[1856, 109];
-    for &seed in SEEDS {
-        let out = super::faults::run_seed(seed, &super::options::Options::default(), false);
+    // 97 and 375 with early-delete: the Lease deleted right after node 0
+    // (97; in 375 node 1, after a freeze) created it and added its VIP,
+    // while another node's create was in flight. That create succeeded
+    // and its node added the VIP next to the first holder's ("split brain:
+    // 10.0.0.100/32 came up on node 1 while node 0 still has it").
+    const EARLY_DELETE: &[u64] = &[97, 375];
+    let early_delete = super::options::Options {
+        early_delete: true,
+        ..Default::default()
+    };
+    let runs = SEEDS
+        .iter()
+        .map(|&s| (s, super::options::Options::default()))
+        .chain(EARLY_DELETE.iter().map(|&s| (s, early_delete.clone())));
+    for (seed, opts) in runs {
+        let out = super::faults::run_seed(seed, &opts, false);
         assert!(
             out.violations.is_empty(),
-            "seed {seed}: {:?}\nreplay: HA_VIP_SIM_SEED={seed} cargo nextest run --lib daemon::sim::tests::random_seeds --no-capture",
-            out.violations
+            "seed {seed}: {:?}\nreplay: HA_VIP_SIM_SEED={seed}{} cargo nextest run --lib daemon::sim::tests::random_seeds --no-capture",
+            out.violations,
+            opts.env()
         );
     }
 }
@@ -362,6 +377,57 @@ async fn a_removal_retry_leaves_the_vip_of_a_renewed_leadership_alone() {
         Instant::now() - t0,
         c.trace()
     );
+    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+}
+
+/// A package upgrade restarts every node's daemon within seconds. A
+/// standby restarted within the stability buffer resumes healthy from
+/// `run_dir/health.json` and takes a Lease released right after at once,
+/// instead of a whole buffer later (issue 10 item 11, in the simulation).
+#[tokio::test(start_paused = true)]
+async fn a_standby_restarted_within_the_buffer_resumes_health_and_takes_a_release_at_once() {
+    let mut c = Cluster::start(2, "10.0.0.100", (4000, 2000, 500)).await;
+    let h = c.settled_holder().await;
+    let s = 1 - h;
+    // Healthy long enough for the record to be written.
+    c.until(Duration::from_secs(2), |_| false).await;
+    // The standby's upgrade: SIGTERM, then started again 200 ms later.
+    c.instances[s].sigterm.send(()).expect("standby runs");
+    let stopped = c
+        .until(Duration::from_secs(3), |c| {
+            c.instances[s].task.is_finished()
+        })
+        .await;
+    assert!(stopped, "the standby did not stop:\n{}", c.trace());
+    sleep(Duration::from_millis(200)).await;
+    let env = Env {
+        world: &c.world,
+        net: &c.net,
+        store: &c.store,
+        probe: &c.probes[s],
+        compute_then_freeze: false,
+    };
+    c.instances[s] = node::start(env, s, c.cfgs[s].clone()).await;
+    sleep(Duration::from_millis(100)).await;
+    // Then the holder's upgrade: it removes its VIP and releases.
+    let released = Instant::now();
+    c.instances[h].sigterm.send(()).expect("holder runs");
+    let took = c
+        .until(Duration::from_secs(3), |c| c.holder() == Some(s))
+        .await;
+    let after = Instant::now() - released;
+    assert!(
+        took && after < Duration::from_millis(500),
+        "node {s} held the lease {after:?} after the release (holder {:?}), its stability buffer is 1 s:\n{}",
+        c.holder(),
+        c.trace()
+    );
+    assert!(
+        c.trace().contains(&format!("node {s}: resumed healthy")),
+        "{}",
+        c.trace()
+    );
+    c.until(Duration::from_secs(2), |_| false).await;
     assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
 }
 

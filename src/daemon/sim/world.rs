@@ -143,6 +143,11 @@ impl Shared {
 }
 
 impl World {
+    /// When the world began: the simulated machines' boot.
+    pub(super) fn started(&self) -> Instant {
+        self.start
+    }
+
     /// Simulated seconds since the start, for the trace.
     pub(super) fn t(&self, at: Instant) -> String {
         format!("{:>8.3}", at.duration_since(self.start).as_secs_f64())

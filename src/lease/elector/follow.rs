@@ -67,7 +67,8 @@ impl<S: LeaseStore> Elector<S> {
     /// When to try to acquire, given what we saw; `None` before the first read.
     ///
     /// Only a free Lease (empty holder: a release, which a holder writes
-    /// once its VIPs are gone) or our own is taken at once. A Lease held by
+    /// once its VIPs are gone) or our own is taken at once (our own not
+    /// within a lease duration of an unanswered create). A Lease held by
     /// another node is taken `max(leaseDurationSeconds, our duration)` after
     /// we saw its last change: a record without (or with a short)
     /// `leaseDurationSeconds`, written by another tool, gets no less; one
@@ -83,7 +84,11 @@ impl<S: LeaseStore> Elector<S> {
             // missing. A cluster's very first start waits this once, too.
             None => self.absent_since.unwrap_or(obs.at) + d,
             Some(l) => match l.record.holder() {
-                Some(h) if h == self.identity => obs.at,
+                // Ours: from before a restart, or a create whose answer
+                // was lost (then a lease duration after it).
+                Some(h) if h == self.identity => self
+                    .unanswered_create
+                    .map_or(obs.at, |t| (t + d).max(obs.at)),
                 // Never longer than the ceiling: a record written with a
                 // huge duration must not keep us out for ever.
                 Some(_) => obs.at + l.record.duration().max(d).min(self.duration_ceiling),

@@ -51,6 +51,11 @@ pub struct Elector<S> {
     /// Since when this node has seen no Lease it may take at once: the
     /// object missing, or created anew while free. Cleared by a live holder.
     absent_since: Option<Instant>,
+    /// When our last create of the missing Lease went unanswered: it may
+    /// have been applied after another node's create and a delete (see
+    /// `confirm_create`), so a Lease naming us is not taken at once before
+    /// a lease duration after it.
+    unanswered_create: Option<Instant>,
     /// The last failure reported per follower step: a follower reports a
     /// repeated failure once, not on every attempt.
     failing: [Option<String>; 3],
@@ -99,6 +104,7 @@ impl<S: LeaseStore> Elector<S> {
             next_poll: now,
             not_before: now,
             absent_since: None,
+            unanswered_create: None,
             failing: Default::default(),
             duration_ceiling: timings.duration.max(DURATION_CEILING),
             warned_duration: None,

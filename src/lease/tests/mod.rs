@@ -87,6 +87,7 @@ fn is_lost(e: &LeaseEvent) -> bool {
     matches!(e, LeaseEvent::Lost { .. })
 }
 
+mod create_race;
 mod election;
 mod foreign;
 mod release;
