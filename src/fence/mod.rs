@@ -13,6 +13,8 @@
 //! exactly like the lifetime, arms it *before* it adds or refreshes a VIP,
 //! and clears the table only after the VIPs are gone.
 
+pub mod nft;
+
 use std::future::Future;
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -57,7 +59,6 @@ pub trait PreciseFence: Send + Sync {
     fn clear(&self) -> impl Future<Output = Result<(), FenceError>> + Send;
 }
 
-mod nft;
 pub use nft::NftFence;
 mod mode;
 pub use mode::{
