@@ -524,3 +524,32 @@ fn a_suspend_keeps_the_vip_failure_backoff() {
     assert_eq!(m.next_deadline(), Some(retry));
     assert_eq!(m.step(Event::Deadline, retry), vec![Action::Campaign(true)]);
 }
+
+/// With the precise fence in front, the lifetime is the outer bound: one
+/// second past the fence, so a 1 s renew deadline with a renewal answered
+/// 999 ms late still gets a whole second (and the VIP is added), while
+/// the fence itself does not move.
+#[test]
+fn the_outer_slack_keeps_a_short_renew_deadline_above_one_second() {
+    let t0 = Instant::now();
+    let mut m = Machine::new(Duration::from_secs(1)).with_outer_slack(Duration::from_secs(1));
+    m.step(Event::Health { healthy: true }, t0);
+    let actions = m.step(Event::Acquired { sent_at: t0 }, t0 + ms(999));
+    assert!(
+        actions.contains(&Action::SetVips {
+            lifetime: Duration::from_secs(1)
+        }),
+        "{actions:?}"
+    );
+    assert_eq!(m.fence(), Some(t0 + Duration::from_secs(1)));
+    // Past the fence nothing is added, slack or not.
+    assert_eq!(m.lifetime(t0 + Duration::from_secs(1)), None);
+    // Without the slack (the lifetime fence) under a second is left.
+    let mut m = Machine::new(Duration::from_secs(1));
+    m.step(Event::Health { healthy: true }, t0);
+    let actions = m.step(Event::Acquired { sent_at: t0 }, t0 + ms(10));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::SetVips { .. })),
+        "{actions:?}"
+    );
+}
