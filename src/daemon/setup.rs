@@ -195,6 +195,13 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
 
     metrics.set_healthy(machine.healthy());
+    // Before the elector may campaign (see `conflict`).
+    let start_probe = crate::announce::conflict::probe(
+        &cfg.interface,
+        &cfg.vips,
+        crate::announce::conflict::PROBE_WAIT,
+    )
+    .await;
     let control = spawn_control(&cfg, &metrics, machine.campaigning())?;
     let filter = match resumed {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
@@ -205,7 +212,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let cluster = crate::cluster::spawn(&cfg, &metrics);
     // A suspend waits for the handover at most as long as shutdown does.
     let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
-    Ok(Daemon::assemble(
+    let conflicts =
+        super::conflict::Conflicts::start(&cfg, &metrics, cluster.notices(), start_probe);
+    let mut d = Daemon::assemble(
         cfg,
         Wiring {
             table,
@@ -223,7 +232,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             sleep,
             cluster,
         },
-    ))
+    );
+    d.conflicts = conflicts;
+    Ok(d)
 }
 
 /// We hold no lease yet, so any VIP of ours on the interface is a leftover.
@@ -315,6 +326,7 @@ impl<I: Io> Daemon<I> {
             removal_retry: None,
             sleep: w.sleep,
             cluster: w.cluster,
+            conflicts: super::conflict::Conflicts::disabled(),
             cfg,
         }
     }

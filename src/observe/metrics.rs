@@ -153,6 +153,7 @@ pub struct Metrics {
     lease_request_duration: Family<OpLabels, Histogram>,
     renew_failures: Counter,
     cluster_write_errors: Counter,
+    address_conflicts: Family<VipLabels, Counter>,
     announcements: [Arc<AtomicU64>; 2],
     client_cert_expiry: Gauge,
 }
@@ -171,6 +172,7 @@ impl Metrics {
             Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let renew_failures = Counter::default();
         let cluster_write_errors = Counter::default();
+        let address_conflicts = Family::<VipLabels, Counter>::default();
         let announcements = [Arc::default(), Arc::default()];
         let client_cert_expiry = Gauge::default();
         registry.register(
@@ -224,6 +226,11 @@ impl Metrics {
             "VirtualIP status writes and Events that failed (never a role change)",
             cluster_write_errors.clone(),
         );
+        registry.register(
+            "ha_vip_address_conflicts",
+            "Frames in which another MAC claimed one of our VIPs: answers to the probe before adding it, ARP or neighbour advertisements while holding it",
+            address_conflicts.clone(),
+        );
         registry.register_collector(Box::new(AnnouncementCollector {
             counters: [
                 (AnnounceFamily::Ipv4Garp, Arc::clone(&announcements[0])),
@@ -240,9 +247,11 @@ impl Metrics {
 
         // Series that exist from the start, so dashboards see 0 rather than nothing.
         for vip in vips {
-            let _ = vip_present.get_or_create_owned(&VipLabels {
+            let labels = VipLabels {
                 vip: vip.to_string(),
-            });
+            };
+            let _ = vip_present.get_or_create_owned(&labels);
+            let _ = address_conflicts.get_or_create_owned(&labels);
         }
         for op in LeaseOp::ALL {
             let _ = lease_request_duration.get_or_create_owned(&OpLabels { op });
@@ -262,6 +271,7 @@ impl Metrics {
             lease_request_duration,
             renew_failures,
             cluster_write_errors,
+            address_conflicts,
             announcements,
             client_cert_expiry,
         }
@@ -322,6 +332,16 @@ impl Metrics {
         self.cluster_write_errors.inc();
     }
 
+    /// Counts one frame in which another MAC claimed `vip`
+    /// (`ha_vip_address_conflicts_total{vip}`).
+    pub fn address_conflict(&self, vip: &Vip) {
+        self.address_conflicts
+            .get_or_create(&VipLabels {
+                vip: vip.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts a failed renewal.
     pub fn renew_failed(&self) {
         self.renew_failures.inc();
@@ -373,5 +393,27 @@ mod tests {
         );
         m.set_client_cert_expiry(None);
         assert!(m.encode().contains(&format!("\n{name} 0\n")));
+    }
+
+    #[test]
+    fn address_conflicts_start_at_zero_per_vip_and_count() {
+        let vip = crate::config::Vip {
+            addr: "10.0.0.100".parse().unwrap(),
+            prefix_len: 32,
+        };
+        let m = Metrics::new(&[vip]);
+        let series = "ha_vip_address_conflicts_total{vip=\"10.0.0.100/32\"}";
+        assert!(
+            m.encode().contains(&format!("\n{series} 0\n")),
+            "{}",
+            m.encode()
+        );
+        m.address_conflict(&vip);
+        m.address_conflict(&vip);
+        assert!(
+            m.encode().contains(&format!("\n{series} 2\n")),
+            "{}",
+            m.encode()
+        );
     }
 }
