@@ -26,8 +26,8 @@
 //!   It shouts instead.
 //!
 //! Each conflict counts in `ha_vip_address_conflicts_total{vip}`; the ERROR
-//! log and the `AddressConflict` Event are limited to one per VIP and MAC
-//! per [`REPORT_EVERY`], with the number left out, so a flapping rogue host
+//! log and the `AddressConflict` Event are limited to one per VIP, MAC and
+//! phase (before the add, while holding) per [`REPORT_EVERY`], with the number left out, so a flapping rogue host
 //! cannot flood the journal or the API server.
 
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ use crate::observe::Metrics;
 pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// When a conflict was seen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Phase {
     /// The probe before adding the VIP.
     BeforeAdd,
@@ -58,8 +58,10 @@ pub(crate) enum Phase {
 
 #[derive(Debug, Default)]
 struct Limit {
-    /// (VIP, MAC) -> when it was last reported, and conflicts since.
-    last: HashMap<(Vip, [u8; 6]), (Instant, u64)>,
+    /// (VIP, MAC, phase) -> when it was last reported, and conflicts
+    /// since. The phase is part of it: a host seen before the add that
+    /// then claims the VIP while we hold it is news.
+    last: HashMap<(Vip, [u8; 6], Phase), (Instant, u64)>,
 }
 
 /// Counts conflicts and reports them, rate-limited. Clones share state.
@@ -89,13 +91,14 @@ impl Reporter {
     }
 
     /// Counts `c`, and logs it (ERROR) and queues an Event unless the same
-    /// VIP and MAC were reported less than [`REPORT_EVERY`] ago.
+    /// VIP and MAC were reported in the same phase less than
+    /// [`REPORT_EVERY`] ago.
     pub(crate) fn report(&self, c: Conflict, phase: Phase) {
         self.metrics.address_conflict(&c.vip);
         let now = Instant::now();
         let suppressed = {
             let mut limit = self.limit.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = limit.last.entry((c.vip, c.mac)).or_insert((now, 0));
+            let entry = limit.last.entry((c.vip, c.mac, phase)).or_insert((now, 0));
             if entry.1 > 0 && now.duration_since(entry.0) < REPORT_EVERY {
                 entry.1 += 1;
                 return;

@@ -83,24 +83,27 @@ async fn reports_are_rate_limited_but_every_conflict_counts() {
     assert!(
         metrics
             .encode()
-            .contains("ha_vip_address_conflicts_total{vip=\"10.0.0.100/32\"} 51"),
+            .contains("ha_vip_address_conflicts_total{vip=\"10.0.0.100/32\"} 51\n"),
         "{}",
         metrics.encode()
     );
+    // The same host before an add (a later term) is news too.
+    r.report(conflict(1), Phase::BeforeAdd);
+    assert_eq!(rx.borrow().conflicts.len(), 3);
     tokio::time::sleep(REPORT_EVERY).await;
     r.report(conflict(1), Phase::Holding);
     let events = rx.borrow().conflicts.clone();
-    assert_eq!(events.len(), 3);
+    assert_eq!(events.len(), 4);
     assert!(
-        events[2]
+        events[3]
             .message
             .contains("(49 more since the last report)"),
         "{}",
-        events[2].message
+        events[3].message
     );
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        vec![1, 2, 3]
+        vec![1, 2, 3, 4]
     );
 }
 
