@@ -50,6 +50,9 @@ pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// When a conflict was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Phase {
+    /// The probe at start, once the Lease showed that nobody else may
+    /// answer (it is free), or a second host answers besides the holder.
+    Start,
     /// The probe before adding the VIP.
     BeforeAdd,
     /// While holding the VIP.
@@ -116,6 +119,10 @@ impl Reporter {
             String::new()
         };
         let message = match phase {
+            Phase::Start => format!(
+                "{node}: {mac} answers for VIP {vip} on {interface} ({}) where no host but the lease holder may; this node does not add the VIP while another host answers. Find the host with MAC {mac} (router or switch MAC table) and remove {vip} from it{more}",
+                c.kind.describe()
+            ),
             Phase::BeforeAdd => format!(
                 "{node}: {mac} answers for VIP {vip} on {interface} ({}); not adding it here, releasing the lease and probing again after the back-off. Find the host with MAC {mac} (router or switch MAC table) and remove {vip} from it{more}",
                 c.kind.describe()
@@ -149,7 +156,7 @@ struct Active {
 
 /// Whether the next add needs a probe first; pure, so the decision is
 /// unit-tested on its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Need {
     /// Another host answered (at start, or at the last probe), or the
     /// start probe failed: probe before the next add.
@@ -157,23 +164,53 @@ pub(crate) struct Need {
     /// The last holder seen other than us was another node: if we acquire
     /// now, we take over a Lease that expired.
     other_holder: bool,
+    /// What the start probe found, until the first sight of the Lease
+    /// tells whether it was expected.
+    start: Option<Vec<Conflict>>,
 }
 
 impl Need {
-    /// After the start probe: suspect unless it ran and found nobody.
-    pub(crate) fn at_start(clean: bool) -> Self {
-        Self {
-            suspect: !clean,
-            other_holder: false,
+    /// After the start probe: what it found (`None`: it failed). Answers
+    /// stay undecided until the first sight of the Lease.
+    pub(crate) fn at_start(found: Option<Vec<Conflict>>) -> Self {
+        match found {
+            Some(found) if found.is_empty() => Self::default(),
+            Some(found) => Self {
+                suspect: true,
+                other_holder: false,
+                start: Some(found),
+            },
+            None => Self {
+                suspect: true,
+                ..Self::default()
+            },
         }
     }
 
     /// The elector saw `holder`; `me` is this node. Our own name tells
     /// nothing about who held it before us, so it changes nothing.
-    pub(crate) fn observed(&mut self, holder: Option<&str>, me: &str) {
+    ///
+    /// The first sight decides the start probe's answers: one MAC per VIP
+    /// while another node holds the Lease is that holder (expected: not
+    /// suspect, so a later planned handover does not probe). A second
+    /// MAC, or any answer while the Lease is free or ours (we removed our
+    /// leftovers), is a conflict: returned to be reported, and suspect.
+    pub(crate) fn observed(&mut self, holder: Option<&str>, me: &str) -> Vec<Conflict> {
+        let mut conflicts = Vec::new();
+        if let Some(found) = self.start.take() {
+            let held_by_other = holder.is_some_and(|h| h != me);
+            let macs = |c: &Conflict| found.iter().filter(|o| o.vip == c.vip).count();
+            conflicts = found
+                .iter()
+                .filter(|c| !held_by_other || macs(c) > 1)
+                .copied()
+                .collect();
+            self.suspect = !conflicts.is_empty();
+        }
         if holder != Some(me) {
             self.other_holder = holder.is_some();
         }
+        conflicts
     }
 
     /// Why the next add must probe first; `None`: add at once.
@@ -190,6 +227,7 @@ impl Need {
     /// A probe ran: nobody answered (`clean`), or someone did.
     pub(crate) fn probed(&mut self, clean: bool) {
         self.suspect = !clean;
+        self.start = None;
         if clean {
             self.other_holder = false;
         }
@@ -216,22 +254,22 @@ impl Conflicts {
         notices: Notices,
         start_probe: Result<Vec<Conflict>, conflict::ConflictError>,
     ) -> Self {
-        let clean = match start_probe {
+        let found = match start_probe {
             Ok(found) => {
                 for c in &found {
-                    tracing::warn!(
+                    tracing::info!(
                         vip = %c.vip,
                         mac = %format_mac(&c.mac),
                         interface = %cfg.interface,
-                        "{} answers for VIP {} on {} at start: expected while another node holds the VIP; this node probes again before it ever adds the VIP, and does not add it while another host answers",
+                        "{} answers for VIP {} on {} at start: expected if another node holds the lease (decided at the first sight of it)",
                         format_mac(&c.mac), c.vip, cfg.interface
                     );
                 }
-                found.is_empty()
+                Some(found)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot probe the VIPs for address conflicts at start; probing again before the first add");
-                false
+                None
             }
         };
         let reporter = Reporter::new(cfg, metrics, notices);
@@ -246,7 +284,7 @@ impl Conflicts {
                 reporter,
                 held,
                 task,
-                need: Need::at_start(clean),
+                need: Need::at_start(found),
             }),
         }
     }
@@ -255,7 +293,9 @@ impl Conflicts {
     /// last holder before us was another node.
     pub(crate) fn observed(&mut self, holder: Option<&str>, me: &str) {
         if let Some(a) = &mut self.active {
-            a.need.observed(holder, me);
+            for c in a.need.observed(holder, me) {
+                a.reporter.report(c, Phase::Start);
+            }
         }
     }
 

@@ -5,7 +5,7 @@ const ME: &str = "cp-1";
 
 #[test]
 fn a_planned_handover_after_a_clean_start_needs_no_probe() {
-    let mut n = Need::at_start(true);
+    let mut n = Need::at_start(Some(Vec::new()));
     n.observed(Some("cp-2"), ME);
     // cp-2 releases (holderIdentity empty), then we acquire.
     n.observed(None, ME);
@@ -15,7 +15,7 @@ fn a_planned_handover_after_a_clean_start_needs_no_probe() {
 
 #[test]
 fn taking_over_an_expired_lease_probes_once() {
-    let mut n = Need::at_start(true);
+    let mut n = Need::at_start(Some(Vec::new()));
     n.observed(Some("cp-2"), ME);
     // cp-2 stops renewing; we take the Lease as it is.
     n.observed(Some(ME), ME);
@@ -26,15 +26,57 @@ fn taking_over_an_expired_lease_probes_once() {
 
 #[test]
 fn our_own_lease_after_a_restart_needs_no_probe_after_a_clean_start() {
-    let mut n = Need::at_start(true);
+    let mut n = Need::at_start(Some(Vec::new()));
     n.observed(Some(ME), ME);
     assert_eq!(n.why(), None);
 }
 
 #[test]
-fn an_answer_at_start_or_a_failed_start_probe_makes_the_first_add_probe() {
-    let mut n = Need::at_start(false);
-    n.observed(Some("cp-2"), ME);
+fn a_failed_start_probe_makes_the_first_add_probe() {
+    let mut n = Need::at_start(None);
+    assert!(n.observed(Some("cp-2"), ME).is_empty());
+    assert!(n.why().is_some());
+    n.observed(None, ME);
+    assert!(n.why().is_some());
+}
+
+/// A standby restarted while cp-2 holds the VIP (a rolling upgrade): the
+/// holder answers its start probe. That is expected, and its planned
+/// handover later must not probe.
+#[test]
+fn one_answer_at_start_while_another_node_holds_is_the_holder() {
+    let mut n = Need::at_start(Some(vec![conflict(1)]));
+    assert!(n.observed(Some("cp-2"), ME).is_empty(), "not a conflict");
+    n.observed(None, ME);
+    n.observed(Some(ME), ME);
+    assert_eq!(n.why(), None, "a planned handover does not probe");
+}
+
+#[test]
+fn two_answers_at_start_while_another_node_holds_are_a_conflict() {
+    let mut n = Need::at_start(Some(vec![conflict(1), conflict(2)]));
+    assert_eq!(n.observed(Some("cp-2"), ME).len(), 2);
+    assert!(n.why().is_some());
+}
+
+#[test]
+fn an_answer_at_start_while_the_lease_is_free_or_ours_is_a_conflict() {
+    for holder in [None, Some(ME)] {
+        let mut n = Need::at_start(Some(vec![conflict(1)]));
+        assert_eq!(n.observed(holder, ME), vec![conflict(1)], "{holder:?}");
+        assert!(n.observed(holder, ME).is_empty(), "decided once");
+        assert_eq!(
+            n.why(),
+            Some("another host answered for the VIP before"),
+            "{holder:?}"
+        );
+    }
+}
+
+#[test]
+fn an_answer_at_the_probe_before_an_add_keeps_the_vips_suspect() {
+    let mut n = Need::at_start(Some(vec![conflict(1)]));
+    n.observed(None, ME);
     n.observed(None, ME);
     assert_eq!(n.why(), Some("another host answered for the VIP before"));
     // The probe before the add finds the other host again: still suspect.
