@@ -180,3 +180,63 @@ fn the_watch_reports_a_rogue_announcing_our_vip_but_never_our_own_announcements(
     // IPv6); the second burst came after A stopped holding.
     assert_eq!((v4, v6), (6, 3), "{seen:?}");
 }
+
+/// A frame with our own MAC that comes back from the wire (a switching
+/// loop, a hairpinning bridge) is ours, not a conflict. The kernel never
+/// hands a protocol socket our own outgoing frames, so this is the only
+/// way our own announcements could reach the watch: R sends them with A's
+/// MAC (as a loop would return them), then its own.
+#[test]
+fn frames_with_our_own_mac_coming_back_from_the_wire_never_count() {
+    let (a, r) = two_hosts("cloop");
+    give_vips(&a, "a0");
+    let ours = a.mac("a0");
+    let rogue_str = r.mac("r0");
+    let rogue = parse_mac(&rogue_str);
+    let schedule = Schedule {
+        count: 2,
+        spacing: Duration::from_millis(30),
+        second_burst_delay: Duration::from_secs(10),
+        refresh_interval: None,
+    };
+    let seen = Arc::new(Mutex::new(Vec::<Conflict>::new()));
+    let (held_tx, held_rx) = tokio::sync::watch::channel(Vec::new());
+    let announce_from_r = |r: &Netns| {
+        r.run(|| async {
+            let announcer = RawAnnouncer::new("r0", schedule).unwrap();
+            let fence = tokio::time::Instant::now() + Duration::from_secs(30);
+            for v in [vip(V4), vip(V6)] {
+                announcer.fence(v, fence);
+                announcer.start(v);
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        })
+    };
+    std::thread::scope(|s| {
+        let seen2 = Arc::clone(&seen);
+        let watcher = s.spawn(|| {
+            a.run(|| async move {
+                let task = tokio::spawn(conflict::watch("a0".into(), held_rx, move |c| {
+                    seen2.lock().unwrap().push(c)
+                }));
+                held_tx.send_replace(vec![vip(V4), vip(V6)]);
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                drop(held_tx);
+                task.await.unwrap();
+            })
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        // Our frames, returned by a loop.
+        r.ip(&["link", "set", "r0", "address", &ours]);
+        announce_from_r(&r);
+        // The rogue's own.
+        r.ip(&["link", "set", "r0", "address", &rogue_str]);
+        announce_from_r(&r);
+        watcher.join().unwrap();
+    });
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|c| c.mac == rogue), "{seen:?}");
+    let v4 = seen.iter().filter(|c| c.vip == vip(V4)).count();
+    let v6 = seen.iter().filter(|c| c.vip == vip(V6)).count();
+    assert_eq!((v4, v6), (4, 2), "the rogue's burst only: {seen:?}");
+}
