@@ -234,5 +234,31 @@ async fn serial_e2e_a_rogue_host_with_the_vip_keeps_it_from_being_added_until_it
     assert!(events[0].1.contains("keeps serving"), "{events:?}");
     let log = node.log_text();
     assert!(!log.contains("panicked"), "{log}");
+
+    // A standby started while n1 holds the VIP (a rolling upgrade) hears
+    // n1 answer its start probe: expected, so its planned handover does
+    // not probe and is as fast as without conflict detection.
+    let mut standby = bed.node(1, "n2", FAST_HEALTH);
+    standby.start();
+    wait_for("the standby's start probe", Duration::from_secs(10), || {
+        standby
+            .log_text()
+            .contains("at start: expected if another node holds the lease")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    node.signal(nix::sys::signal::Signal::SIGTERM);
+    let took = wait_for("the planned handover", Duration::from_secs(10), || {
+        lab.has_vip(1)
+    });
+    eprintln!("planned handover to the restarted standby: VIP there {took:?} after SIGTERM");
+    let log = standby.log_text();
+    assert!(
+        !log.contains("probed the VIPs before adding them"),
+        "a planned handover probed:\n{log}"
+    );
+    assert!(!log.contains("address conflict"), "{log}");
+    let _ = t;
+    drop(standby);
     drop(node);
 }

@@ -319,7 +319,12 @@ impl Conflicts {
         let was_suspect = a.need.suspect;
         let t = Instant::now();
         let found = conflict::probe(&a.interface, vips, PROBE_WAIT).await;
-        tracing::debug!(why, took = ?t.elapsed(), "probed the VIPs before adding them");
+        // Once per unplanned takeover at most: worth a line, with its cost.
+        tracing::info!(
+            why,
+            took_ms = t.elapsed().as_millis() as u64,
+            "probed the VIPs before adding them ({why})"
+        );
         match found {
             Ok(found) if found.is_empty() => {
                 if was_suspect {
