@@ -11,6 +11,7 @@
 //! fence deadline the daemon last gave with [`Announcer::fence`] (see
 //! [`fence`](self::fence) for why).
 
+pub mod conflict;
 mod fake;
 mod fence;
 pub mod packet;

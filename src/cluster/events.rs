@@ -21,6 +21,10 @@ use crate::role::{Role, TransitionReason};
 /// The namespace of Events about cluster-scoped objects.
 pub const EVENT_NAMESPACE: &str = "default";
 
+/// The reason of the Event about another host claiming our VIP (see
+/// `daemon::conflict`): a Warning, aggregated like every other reason.
+pub const ADDRESS_CONFLICT: &str = "AddressConflict";
+
 /// An Event to emit: reason (CamelCase), type and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {

@@ -95,6 +95,17 @@ pub struct Recorded {
     pub at: SystemTime,
 }
 
+/// An address conflict to report as an Event, numbered like [`Recorded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictNotice {
+    /// 1, 2, 3... in the order they were reported.
+    pub seq: u64,
+    /// Names the node, the VIP, the other MAC and what to do.
+    pub message: String,
+    /// When.
+    pub at: SystemTime,
+}
+
 /// What the daemon publishes: its status and its recent transitions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -102,6 +113,33 @@ pub struct Snapshot {
     pub status: Option<Status>,
     /// The last few transitions, oldest first.
     pub transitions: Vec<Recorded>,
+    /// The last few address conflicts (already rate-limited), oldest first.
+    pub conflicts: Vec<ConflictNotice>,
+}
+
+/// A cheap handle that queues `AddressConflict` Events for the writer,
+/// usable from any task; a no-op without a writer.
+#[derive(Debug, Clone, Default)]
+pub struct Notices(Option<watch::Sender<Snapshot>>);
+
+impl Notices {
+    /// A handle feeding `tx` (the writer's channel; tests read it directly).
+    pub fn new(tx: watch::Sender<Snapshot>) -> Self {
+        Self(Some(tx))
+    }
+
+    /// Queues an `AddressConflict` Event (Warning) with `message`.
+    pub fn address_conflict(&self, message: String, at: SystemTime) {
+        let Some(tx) = &self.0 else { return };
+        tx.send_modify(|s| {
+            // Trimming keeps the newest, so the numbering never restarts.
+            let seq = s.conflicts.last().map_or(0, |c| c.seq) + 1;
+            s.conflicts.push(ConflictNotice { seq, message, at });
+            if s.conflicts.len() > RECENT {
+                s.conflicts.remove(0);
+            }
+        });
+    }
 }
 
 /// The daemon's end: publishing never blocks and never fails.
@@ -150,6 +188,11 @@ impl Cluster {
                 s.transitions.remove(0);
             }
         });
+    }
+
+    /// A handle for Events about address conflicts, fed by other tasks.
+    pub fn notices(&self) -> Notices {
+        Notices(self.tx.clone())
     }
 
     /// Publishes the daemon's current status; wakes the writer only when it

@@ -64,6 +64,8 @@ struct Writer {
     uid: Option<String>,
     /// Highest transition seq whose Event was handled.
     emitted: u64,
+    /// Highest address conflict seq whose Event was handled.
+    emitted_conflicts: u64,
     written: Option<Key>,
     last_write: Option<Instant>,
     /// When the last attempt failed, and whether for a missing CRD.
@@ -89,6 +91,7 @@ pub async fn run(
         metrics,
         uid: None,
         emitted: 0,
+        emitted_conflicts: 0,
         written: None,
         last_write: None,
         failed: None,
@@ -133,7 +136,11 @@ impl Writer {
         let Some(last) = self.last_write else {
             return Some(now);
         };
-        let pending_event = snap.transitions.iter().any(|t| t.seq > self.emitted);
+        let pending_event = snap.transitions.iter().any(|t| t.seq > self.emitted)
+            || snap
+                .conflicts
+                .iter()
+                .any(|c| c.seq > self.emitted_conflicts);
         if self.written.as_ref() != Some(&key(status)) || pending_event {
             Some(last + self.s.min_gap)
         } else if self.provisional {
@@ -196,6 +203,19 @@ impl Writer {
                     .map_err(WriteError::Api)?;
             }
             self.emitted = t.seq;
+        }
+        let done = self.emitted_conflicts;
+        for c in snap.conflicts.iter().filter(|c| c.seq > done) {
+            let ev = super::events::Planned {
+                reason: super::events::ADDRESS_CONFLICT,
+                kind: "Warning",
+                message: c.message.clone(),
+            };
+            self.events
+                .emit(self.uid.as_deref(), &ev, c.at)
+                .await
+                .map_err(WriteError::Api)?;
+            self.emitted_conflicts = c.seq;
         }
         Ok(())
     }

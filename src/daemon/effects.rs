@@ -88,6 +88,7 @@ impl<I: Io> Daemon<I> {
         let removed = self.parts.remove_all(&self.cfg).await;
         self.vips_up = false;
         self.announcing = false;
+        self.conflicts.holding(&[]);
         for v in &self.cfg.vips {
             self.status.set_vip_present(v, false);
             self.metrics.set_vip_present(v, false);
@@ -164,6 +165,11 @@ impl<I: Io> Daemon<I> {
     /// call and checked after it ([`vip::set_until`]).
     async fn set_vips(&mut self) -> Option<Event> {
         let until = self.machine.fence()?;
+        // Another host answering for a VIP we are about to add: not here
+        // (see `conflict`); the machine's VIP-failure back-off retries.
+        if !self.vips_up && !self.conflicts.before_add(&self.cfg.vips).await {
+            return Some(Event::VipFailed);
+        }
         // No VIP goes on without a deadline behind it.
         if let Err(e) = self.arm_fence(until).await {
             tracing::error!(
@@ -200,6 +206,7 @@ impl<I: Io> Daemon<I> {
             return None;
         }
         self.vips_up = true;
+        self.conflicts.holding(&self.cfg.vips);
         // The VIPs may come up only at a renewal after the acquire (the
         // acquire left under a second): announce whenever they come up.
         self.announce();
@@ -350,6 +357,7 @@ impl<I: Io> Daemon<I> {
                 self.creds = control.creds.clone();
                 // The status writer follows the new credential too.
                 self.cluster = crate::cluster::spawn(&cfg, &self.metrics);
+                self.conflicts.set_notices(self.cluster.notices());
                 self.lease_events = self.parts.replace_control(control);
                 self.cfg.k8s = cfg.k8s;
                 tracing::info!("reloaded the Kubernetes API settings");

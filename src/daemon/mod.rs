@@ -5,6 +5,7 @@
 //! and the metrics server. The main loop itself pings the systemd watchdog,
 //! so a hung loop gets the daemon restarted.
 
+mod conflict;
 mod effects;
 mod fence;
 mod metered;
@@ -296,6 +297,9 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) cluster: crate::cluster::Cluster,
     /// The precise fence: armed before every add or refresh.
     pub(crate) fence: fence::FenceState<I::Fence, I::Wall>,
+    /// Address-conflict detection: the probe before an add, the watch
+    /// while holding (see [`conflict`]).
+    pub(crate) conflicts: conflict::Conflicts,
 }
 
 impl<I: Io> Daemon<I> {
@@ -328,6 +332,8 @@ impl<I: Io> Daemon<I> {
                 self.step(Event::Lost).await;
             }
             LeaseEvent::Observed { holder, .. } => {
+                self.conflicts
+                    .observed(holder.as_deref(), &self.cfg.node_name);
                 if holder != self.holder {
                     tracing::info!(
                         holder = holder.as_deref().unwrap_or(""),

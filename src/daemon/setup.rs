@@ -213,6 +213,13 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     };
 
     metrics.set_healthy(machine.healthy());
+    // Before the elector may campaign (see `conflict`).
+    let start_probe = crate::announce::conflict::probe(
+        &cfg.interface,
+        &cfg.vips,
+        crate::announce::conflict::PROBE_WAIT,
+    )
+    .await;
     let control = spawn_control(&cfg, &metrics, machine.campaigning())?;
     let filter = match resumed {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
@@ -223,7 +230,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let cluster = crate::cluster::spawn(&cfg, &metrics);
     // A suspend waits for the handover at most as long as shutdown does.
     let sleep = crate::sleep::Sleep::system(cfg.lease.renew_deadline + Duration::from_secs(1))?;
-    Ok(Daemon::assemble(
+    let conflicts =
+        super::conflict::Conflicts::start(&cfg, &metrics, cluster.notices(), start_probe);
+    let mut d = Daemon::assemble(
         cfg,
         Wiring {
             table,
@@ -242,7 +251,9 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             cluster,
             fence: super::fence::FenceState::new(fence, SystemClock),
         },
-    ))
+    );
+    d.conflicts = conflicts;
+    Ok(d)
 }
 
 /// At start, after the leftover VIPs: removes the precise fence's table a
@@ -359,6 +370,7 @@ impl<I: Io> Daemon<I> {
             sleep: w.sleep,
             cluster: w.cluster,
             fence: w.fence,
+            conflicts: super::conflict::Conflicts::disabled(),
             cfg,
         }
     }

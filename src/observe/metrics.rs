@@ -153,6 +153,7 @@ pub struct Metrics {
     lease_request_duration: Family<OpLabels, Histogram>,
     renew_failures: Counter,
     cluster_write_errors: Counter,
+    address_conflicts: Family<VipLabels, Counter>,
     announcements: [Arc<AtomicU64>; 2],
     client_cert_expiry: Gauge,
     fence_arm_failures: Counter,
@@ -173,6 +174,7 @@ impl Metrics {
             Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         let renew_failures = Counter::default();
         let cluster_write_errors = Counter::default();
+        let address_conflicts = Family::<VipLabels, Counter>::default();
         let announcements = [Arc::default(), Arc::default()];
         let client_cert_expiry = Gauge::default();
         let fence_arm_failures = Counter::default();
@@ -238,6 +240,11 @@ impl Metrics {
             "VirtualIP status writes and Events that failed (never a role change)",
             cluster_write_errors.clone(),
         );
+        registry.register(
+            "ha_vip_address_conflicts",
+            "Frames in which another MAC claimed one of our VIPs: answers to the probe before adding it, ARP or neighbour advertisements while holding it",
+            address_conflicts.clone(),
+        );
         registry.register_collector(Box::new(AnnouncementCollector {
             counters: [
                 (AnnounceFamily::Ipv4Garp, Arc::clone(&announcements[0])),
@@ -254,9 +261,11 @@ impl Metrics {
 
         // Series that exist from the start, so dashboards see 0 rather than nothing.
         for vip in vips {
-            let _ = vip_present.get_or_create_owned(&VipLabels {
+            let labels = VipLabels {
                 vip: vip.to_string(),
-            });
+            };
+            let _ = vip_present.get_or_create_owned(&labels);
+            let _ = address_conflicts.get_or_create_owned(&labels);
         }
         for op in LeaseOp::ALL {
             let _ = lease_request_duration.get_or_create_owned(&OpLabels { op });
@@ -276,6 +285,7 @@ impl Metrics {
             lease_request_duration,
             renew_failures,
             cluster_write_errors,
+            address_conflicts,
             announcements,
             client_cert_expiry,
             fence_arm_failures,
@@ -351,6 +361,16 @@ impl Metrics {
         self.cluster_write_errors.inc();
     }
 
+    /// Counts one frame in which another MAC claimed `vip`
+    /// (`ha_vip_address_conflicts_total{vip}`).
+    pub fn address_conflict(&self, vip: &Vip) {
+        self.address_conflicts
+            .get_or_create(&VipLabels {
+                vip: vip.to_string(),
+            })
+            .inc();
+    }
+
     /// Counts a failed renewal.
     pub fn renew_failed(&self) {
         self.renew_failures.inc();
@@ -423,6 +443,28 @@ mod tests {
         m.fence_arm_failed();
         assert!(
             m.encode().contains("\nha_vip_fence_arm_failures_total 1\n"),
+            "{}",
+            m.encode()
+        );
+    }
+
+    #[test]
+    fn address_conflicts_start_at_zero_per_vip_and_count() {
+        let vip = crate::config::Vip {
+            addr: "10.0.0.100".parse().unwrap(),
+            prefix_len: 32,
+        };
+        let m = Metrics::new(&[vip]);
+        let series = "ha_vip_address_conflicts_total{vip=\"10.0.0.100/32\"}";
+        assert!(
+            m.encode().contains(&format!("\n{series} 0\n")),
+            "{}",
+            m.encode()
+        );
+        m.address_conflict(&vip);
+        m.address_conflict(&vip);
+        assert!(
+            m.encode().contains(&format!("\n{series} 2\n")),
             "{}",
             m.encode()
         );
