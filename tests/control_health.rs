@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use apiserver::ApiServer;
 use ha_vip::config::{Credential, Health, K8s};
-use ha_vip::health::{HttpProbe, Probe};
+use ha_vip::health::{Failure, HttpProbe, Probe};
 use ha_vip::kube::Credentials;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +24,8 @@ fn health(endpoint: String, ca: Option<PathBuf>, timeout: Duration) -> Health {
         interval: Duration::from_secs(2),
         timeout,
         stability_buffer: Duration::from_secs(5),
+        rise: Duration::from_secs(5),
+        decisive_refusals: 2,
         ca_cert: ca,
         tls_server_name: "kubernetes".into(),
         insecure_skip_tls_verify: false,
@@ -297,6 +299,42 @@ async fn a_failing_readyz_names_the_failed_checks() {
 }
 
 #[tokio::test]
+async fn a_failing_shutdown_check_is_decisive_and_other_failures_are_not() {
+    // What kube-apiserver 1.20 answers from its SIGTERM on (body of a real
+    // answer, see the_real_sigterm_is_decisive_within_one_probe).
+    let shutting = "[+]ping ok\n[+]log ok\n[+]etcd ok\n[-]shutdown failed: reason withheld\n[+]informer-sync ok\nreadyz check failed\n";
+    let s = stub(Some(http("500 Internal Server Error", shutting))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    assert_eq!(
+        r.reason,
+        "/readyz 500: the API server is shutting down: [-]shutdown failed: reason withheld"
+    );
+    // Newer API servers with --shutdown-send-retry-after, after the delay.
+    let s = stub(Some(http(
+        "429 Too Many Requests",
+        "The apiserver is shutting down, please try again later.",
+    )))
+    .await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    // A 500 on another check (etcd), a 503, a wrong body: ambiguous.
+    let etcd = "[+]ping ok\n[-]etcd failed: reason withheld\n[+]shutdown ok\nreadyz check failed\n";
+    for answer in [
+        http("500 Internal Server Error", etcd),
+        http("503 Service Unavailable", ""),
+        http("200 OK", "nope"),
+    ] {
+        let s = stub(Some(answer)).await;
+        let r = s.probe(Duration::from_secs(1), None).probe().await;
+        assert_eq!(r.failure, Some(Failure::Ambiguous), "{r:?}");
+    }
+    let s = stub(Some(http("200 OK", "ok"))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!((r.healthy, r.failure), (true, None));
+}
+
+#[tokio::test]
 async fn a_wrong_body_is_unhealthy() {
     let s = stub(Some(http("200 OK", "[-]etcd failed"))).await;
     let r = s.probe(Duration::from_secs(1), None).probe().await;
@@ -343,6 +381,7 @@ async fn a_server_that_never_answers_times_out() {
     let took = t0.elapsed();
     assert!(!r.healthy);
     assert_eq!(r.reason, "timeout after 300ms");
+    assert_eq!(r.failure, Some(Failure::Ambiguous), "a timeout is doubtful");
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "{took:?}"
@@ -390,6 +429,7 @@ async fn a_closed_port_is_connection_refused() {
         (r.healthy, r.reason.as_str()),
         (false, "connection refused")
     );
+    assert_eq!(r.failure, Some(Failure::Refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

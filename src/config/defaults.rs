@@ -10,8 +10,14 @@ pub const HEALTH_ENDPOINT: &str = "https://127.0.0.1:6443/readyz";
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 /// Time one probe (TCP connect plus HTTPS GET) may take.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the opposite probe result must hold before the health state flips.
+/// How long ambiguous probe failures (timeouts, a 500) must hold before the
+/// health state flips to unhealthy; also the default of `health.rise`.
 pub const HEALTH_STABILITY_BUFFER: Duration = Duration::from_secs(5);
+/// Refused connections in a row that flip the health state to unhealthy at
+/// once. Two, not one: measured on kube-apiserver 1.20, a restart's port is
+/// closed for seconds, while a single refusal can be a listener being
+/// re-opened (see docs/operations.md, "Decisive and ambiguous failures").
+pub const HEALTH_DECISIVE_REFUSALS: u32 = crate::health::DECISIVE_REFUSALS;
 /// Whether the probe sends the k8s credential: no, `/readyz` is readable
 /// anonymously (system:public-info-viewer) on kubeadm clusters.
 pub const HEALTH_AUTHENTICATE: bool = false;

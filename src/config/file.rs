@@ -51,8 +51,14 @@ pub(super) struct Health {
     pub interval: Leaf<String>,
     /// Time one probe may take; shorter than `interval`.
     pub timeout: Leaf<String>,
-    /// How long the opposite result must hold before the state flips.
+    /// How long ambiguous failures must hold before the state flips to
+    /// unhealthy.
     pub stability_buffer: Leaf<String>,
+    /// How long successes must hold before the state flips to healthy;
+    /// default `stability_buffer`.
+    pub rise: Leaf<String>,
+    /// Refused connections in a row that flip the state to unhealthy at once.
+    pub decisive_refusals: Leaf<u32>,
     /// CA bundle that signed the API server's serving certificate.
     pub ca_cert: Leaf<String>,
     /// Name the serving certificate is verified against; default `k8s.tls_server_name`.

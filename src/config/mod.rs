@@ -65,8 +65,16 @@ pub struct Health {
     pub interval: Duration,
     /// Time one probe may take (always shorter than `interval`).
     pub timeout: Duration,
-    /// Anti-flapping buffer.
+    /// How long ambiguous failures (timeouts, a 500) must hold before a
+    /// healthy API server counts as unhealthy: the anti-flapping buffer.
     pub stability_buffer: Duration,
+    /// How long successes must hold before an unhealthy API server counts
+    /// as healthy again (and this node campaigns).
+    pub rise: Duration,
+    /// Refused connections in a row that make a healthy API server
+    /// unhealthy at once; a `/readyz` failing its shutdown check does so
+    /// on the first probe.
+    pub decisive_refusals: u32,
     /// CA bundle; `None` means the k8s CA (kubeconfig, `k8s.ca_cert`, in-cluster).
     pub ca_cert: Option<PathBuf>,
     /// Name the serving certificate is verified against.

@@ -94,3 +94,38 @@ fn an_ipv4_mapped_vip_is_refused() {
     let e = err(&MINIMAL.replace("10.0.0.100", "\"::ffff:10.0.0.1\""));
     assert!(e.contains("cannot be a VIP"), "{e}");
 }
+
+#[test]
+fn health_hysteresis_defaults_and_keys() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.health.rise, defaults::HEALTH_STABILITY_BUFFER);
+    assert_eq!(
+        c.health.decisive_refusals,
+        defaults::HEALTH_DECISIVE_REFUSALS
+    );
+    let c = ok(&format!(
+        "{MINIMAL}health:\n  stability_buffer: 3s\n  decisive_refusals: 3\n"
+    ));
+    assert_eq!(
+        c.health.rise,
+        Duration::from_secs(3),
+        "rise follows the buffer"
+    );
+    assert_eq!(c.health.decisive_refusals, 3);
+    let c = ok(&format!("{MINIMAL}health:\n  rise: 8s\n"));
+    assert_eq!(c.health.rise, Duration::from_secs(8));
+    assert_eq!(c.health.stability_buffer, defaults::HEALTH_STABILITY_BUFFER);
+}
+
+#[test]
+fn health_hysteresis_errors_point_at_the_key() {
+    let e = err(&format!("{MINIMAL}health:\n  decisive_refusals: 0\n"));
+    assert!(
+        e.starts_with("t.yaml:7:22: health.decisive_refusals: 0 is out of range; expected 1 to 10"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}health:\n  rise: 0s\n"));
+    assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
+    let e = err(&format!("{MINIMAL}health:\n  rise: soon\n"));
+    assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
+}

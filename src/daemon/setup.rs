@@ -199,7 +199,8 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let filter = match resumed {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
         None => StabilityFilter::new(cfg.health.stability_buffer),
-    };
+    }
+    .configured(&cfg.health);
     let health = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
 
     let cluster = crate::cluster::spawn(&cfg, &metrics);
@@ -379,7 +380,8 @@ pub(crate) fn spawn_health(
     creds: Option<&Credentials>,
     healthy: bool,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
-    let filter = StabilityFilter::resumed(cfg.health.stability_buffer, healthy);
+    let filter =
+        StabilityFilter::resumed(cfg.health.stability_buffer, healthy).configured(&cfg.health);
     spawn_filtered(cfg, creds, filter)
 }
 

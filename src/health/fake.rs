@@ -4,12 +4,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::{Probe, ProbeResult};
+use super::{Failure, Probe, ProbeResult};
 
 /// Returns whatever it was last told; clones share the script.
 #[derive(Debug, Clone)]
 pub struct FakeProbe {
-    state: Arc<Mutex<(bool, String, u64)>>,
+    state: Arc<Mutex<(bool, String, u64, Failure)>>,
 }
 
 impl Default for FakeProbe {
@@ -22,7 +22,12 @@ impl FakeProbe {
     /// A probe that fails with "fake: not set" until told otherwise.
     pub fn new() -> Self {
         Self {
-            state: Arc::new(Mutex::new((false, "fake: not set".into(), 0))),
+            state: Arc::new(Mutex::new((
+                false,
+                "fake: not set".into(),
+                0,
+                Failure::Ambiguous,
+            ))),
         }
     }
 
@@ -34,6 +39,18 @@ impl FakeProbe {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.0 = healthy;
         s.1 = reason.to_string();
+        s.3 = Failure::Ambiguous;
+    }
+
+    /// Makes the following probes fail with a `failure` of this kind.
+    pub fn fail(&self, failure: Failure, reason: &str) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.0 = false;
+        s.1 = reason.to_string();
+        s.3 = failure;
     }
 
     /// Number of probes run so far.
@@ -54,6 +71,7 @@ impl Probe for FakeProbe {
         s.2 += 1;
         ProbeResult {
             healthy: s.0,
+            failure: (!s.0).then_some(s.3),
             reason: s.1.clone(),
             at: Instant::now(),
         }

@@ -15,15 +15,39 @@ use tokio::time::{Duration, Instant, MissedTickBehavior};
 pub use fake::FakeProbe;
 pub use http::HttpProbe;
 pub use persist::{HEALTH_FILE, HEARTBEAT, HealthFile, monitor_recorded};
-pub use stability::StabilityFilter;
+pub use stability::{DECISIVE_REFUSALS, StabilityFilter};
 
 use crate::kube::KubeError;
+
+/// How sure a failed probe is that the API server is gone.
+///
+/// A holder hands over at once on a decisive failure and waits out the
+/// stability buffer on an ambiguous one: a timeout or a single 500 is what
+/// a busy but working API server also produces, while an API server that
+/// says it is shutting down, or whose port is closed, will not serve
+/// through the VIP either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Timeouts, 5xx without the shutdown check, TLS trouble, a wrong body:
+    /// the stability buffer decides.
+    Ambiguous,
+    /// The TCP connection was refused: nothing listens on the port. Decisive
+    /// after `health.decisive_refusals` in a row (a single refusal can be a
+    /// restart of the listener).
+    Refused,
+    /// `/readyz` fails its `shutdown` check (or, on newer API servers, a
+    /// 429 "shutting down" answer): the API server says it is going away.
+    /// Decisive at once.
+    ShuttingDown,
+}
 
 /// The raw outcome of one probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
     /// TCP connect, TLS and `200 ok` all succeeded.
     pub healthy: bool,
+    /// How decisive the failure is; `None` when healthy.
+    pub failure: Option<Failure>,
     /// Short human reason: "ok", "connection refused", "/readyz 500: [-]etcd
     /// failed: reason withheld", "body \"nope\"", "timeout after 1s", "TLS: ...".
     pub reason: String,
@@ -85,9 +109,9 @@ pub async fn monitor<P: Probe>(
         let result = probe.probe().await;
         let took = start.elapsed();
         let before = filter.is_healthy();
-        let healthy = filter.observe(result.healthy, result.at);
+        let healthy = filter.observe_result(&result);
         if healthy != before {
-            tracing::info!(healthy, reason = %result.reason, "local API server health changed");
+            tracing::info!(healthy, reason = %result.reason, failure = ?result.failure, "local API server health changed");
         }
         let report = HealthReport {
             result,

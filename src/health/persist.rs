@@ -211,6 +211,7 @@ mod tests {
         HealthReport {
             result: ProbeResult {
                 healthy: raw,
+                failure: None,
                 reason: "test".into(),
                 at,
             },

@@ -99,6 +99,21 @@ impl Resolver<'_> {
             "health.stability_buffer",
             d::HEALTH_STABILITY_BUFFER,
         )?;
+        let rise = self.duration(&h.rise, "health.rise", stability_buffer)?;
+        let decisive_refusals = match &h.decisive_refusals {
+            None => d::HEALTH_DECISIVE_REFUSALS,
+            Some(s) if (1..=10).contains(&s.value) => s.value,
+            Some(s) => {
+                return Err(self.err(
+                    at(s),
+                    format!(
+                        "health.decisive_refusals: {} is out of range; expected 1 to 10 refused connections in a row (default {})",
+                        s.value,
+                        d::HEALTH_DECISIVE_REFUSALS
+                    ),
+                ));
+            }
+        };
         let timeout = match &h.timeout {
             Some(_) => self.duration(&h.timeout, "health.timeout", d::HEALTH_TIMEOUT)?,
             // The default must stay below a short interval too.
@@ -148,6 +163,8 @@ impl Resolver<'_> {
             interval,
             timeout,
             stability_buffer,
+            rise,
+            decisive_refusals,
             ca_cert,
             tls_server_name,
             insecure_skip_tls_verify,

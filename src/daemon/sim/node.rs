@@ -104,7 +104,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
     let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
 
     let (health_tx, health_rx) = mpsc::channel(16);
-    let filter = StabilityFilter::new(cfg.health.stability_buffer);
+    let filter = StabilityFilter::new(cfg.health.stability_buffer).configured(&cfg.health);
     let monitor = health::monitor(env.probe.clone(), cfg.health.interval, filter, health_tx);
     let health = (tokio::spawn(monitor), health_rx);
 
