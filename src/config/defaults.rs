@@ -33,6 +33,8 @@ pub const LEASE_RENEW_DEADLINE: Duration = Duration::from_secs(2);
 pub const LEASE_RETRY_PERIOD: Duration = Duration::from_millis(500);
 /// The API server ha-vip talks to: the local one, never the VIP itself.
 pub const K8S_API_SERVER: &str = "https://127.0.0.1:6443";
+/// Whether the other API servers are learnt from `endpoints/kubernetes`.
+pub const K8S_DISCOVER_PEERS: bool = true;
 /// Name the API server's certificate is verified against (kubeadm's SAN).
 pub const K8S_TLS_SERVER_NAME: &str = "kubernetes";
 /// Shortest retry period accepted: each period costs one API request per node.

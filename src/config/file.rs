@@ -108,6 +108,11 @@ pub(super) struct K8s {
     pub tls_server_name: Leaf<String>,
     /// Skip certificate verification (logged as a warning at every start).
     pub insecure_skip_tls_verify: Leaf<bool>,
+    /// The other control-plane nodes' API servers (https URLs, never the
+    /// VIP), used to release the Lease when the local one cannot.
+    pub peers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Also learn them from `endpoints/kubernetes` in `default`.
+    pub discover_peers: Leaf<bool>,
 }
 
 /// `announce:` section.

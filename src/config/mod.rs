@@ -31,6 +31,8 @@ pub struct Config {
     pub lease: Lease,
     /// How to reach the Kubernetes API.
     pub k8s: K8s,
+    /// Other API servers for the release (`k8s.peers`, `k8s.discover_peers`).
+    pub peers: Peers,
     /// Gratuitous ARP / unsolicited NA settings.
     pub announce: Announce,
     /// Prometheus endpoint; `None` when disabled.
@@ -117,6 +119,18 @@ pub struct K8s {
     pub tls_server_name: String,
     /// Skip certificate verification.
     pub insecure_skip_tls_verify: bool,
+}
+
+/// The other control-plane nodes' API servers: when the local one cannot
+/// take the Lease's release, it goes through one of these, so standbys do
+/// not wait out the whole lease duration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peers {
+    /// `k8s.peers`: https URLs, none of them a VIP or `k8s.api_server`.
+    pub servers: Vec<String>,
+    /// `k8s.discover_peers`: add the addresses of `endpoints/kubernetes` in
+    /// `default`, read while the local API server answers.
+    pub discover: bool,
 }
 
 /// The single source of the Kubernetes credential.

@@ -129,3 +129,45 @@ fn health_hysteresis_errors_point_at_the_key() {
     let e = err(&format!("{MINIMAL}health:\n  rise: soon\n"));
     assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
 }
+
+#[test]
+fn peers_are_https_urls_and_never_a_vip_or_the_local_server() {
+    let c = ok(MINIMAL);
+    assert_eq!(
+        c.peers,
+        Peers {
+            servers: vec![],
+            discover: true
+        }
+    );
+    let c = ok(&MINIMAL.replace(
+        "k8s:\n",
+        "k8s:\n  peers: [https://10.0.0.12:6443, \"https://[fd00::13]:6443/\"]\n  discover_peers: false\n",
+    ));
+    assert_eq!(
+        c.peers.servers,
+        ["https://10.0.0.12:6443", "https://[fd00::13]:6443"]
+    );
+    assert!(!c.peers.discover);
+    let with =
+        |peers: &str| err(&MINIMAL.replace("k8s:\n", &format!("k8s:\n  peers: [{peers}]\n")));
+    let e = with("https://10.0.0.100:6443");
+    assert!(
+        e.starts_with("t.yaml:5:11: k8s.peers: \"https://10.0.0.100:6443\" is a VIP"),
+        "{e}"
+    );
+    let e = with("http://10.0.0.12:6443");
+    assert!(
+        e.starts_with("t.yaml:5:11: k8s.peers: \"http://10.0.0.12:6443\" is not an https URL"),
+        "{e}"
+    );
+    let e = with("https://10.0.0.12, https://127.0.0.1:6443");
+    assert!(
+        e.starts_with(
+            "t.yaml:5:30: k8s.peers: \"https://127.0.0.1:6443\" is k8s.api_server itself"
+        ),
+        "{e}"
+    );
+    let e = with("https://10.0.0.12, https://10.0.0.12:443");
+    assert!(e.contains("is listed twice"), "{e}");
+}

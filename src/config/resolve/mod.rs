@@ -5,6 +5,7 @@
 //! `tls` (credential, CA and server names for the API and the probe),
 //! `values` (the scalar parsers every section shares).
 
+mod peers;
 mod syntax;
 mod timing;
 mod tls;
@@ -93,6 +94,7 @@ impl Resolver<'_> {
         let vips = self.vips(f)?;
         let lease = self.lease(&f.lease)?;
         let k8s = self.k8s(&f.k8s)?;
+        let peers = self.peers(&f.k8s, &k8s, &vips)?;
         let health = self.health(&f.health, &k8s)?;
         let announce = self.announce(&f.announce)?;
         let metrics_listen = self.metrics(&f.metrics)?;
@@ -108,6 +110,7 @@ impl Resolver<'_> {
             health,
             lease,
             k8s,
+            peers,
             announce,
             metrics_listen,
             log_level,
