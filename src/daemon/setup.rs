@@ -11,7 +11,7 @@ use super::Daemon;
 use crate::announce::{AnnounceError, Announcer, RawAnnouncer, Schedule};
 use crate::config::{Config, Vip};
 use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter};
-use crate::kube::{Credentials, KubeClient, KubeError};
+use crate::kube::{Credentials, KubeClient, KubeError, Peers};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, Status, StatusError, StatusWriter, spawn_metrics_endpoint};
@@ -360,8 +360,9 @@ pub(crate) fn spawn_control(
             "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
         );
     }
+    let peers = Peers::new(cfg, creds.clone(), client.timeout())?;
     let store = super::metered::Metered {
-        inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
+        inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name).with_peers(peers),
         metrics: metrics.clone(),
     };
     let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
