@@ -22,6 +22,7 @@ fn health(endpoint: String, ca: Option<PathBuf>, timeout: Duration) -> Health {
     Health {
         endpoint,
         interval: Duration::from_secs(2),
+        holding_interval: Duration::from_millis(500),
         timeout,
         stability_buffer: Duration::from_secs(5),
         rise: Duration::from_secs(5),

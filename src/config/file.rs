@@ -49,6 +49,8 @@ pub(super) struct Health {
     pub endpoint: Leaf<String>,
     /// Time between probes.
     pub interval: Leaf<String>,
+    /// Time between probes while this node holds the VIP.
+    pub holding_interval: Leaf<String>,
     /// Time one probe may take; shorter than `interval`.
     pub timeout: Leaf<String>,
     /// How long ambiguous failures must hold before the state flips to

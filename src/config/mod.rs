@@ -65,6 +65,8 @@ pub struct Health {
     pub endpoint: String,
     /// Time between probes.
     pub interval: Duration,
+    /// Time between probes while this node holds the VIP (at most `interval`).
+    pub holding_interval: Duration,
     /// Time one probe may take (always shorter than `interval`).
     pub timeout: Duration,
     /// How long ambiguous failures (timeouts, a 500) must hold before a

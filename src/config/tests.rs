@@ -126,6 +126,17 @@ fn health_hysteresis_errors_point_at_the_key() {
     );
     let e = err(&format!("{MINIMAL}health:\n  rise: 0s\n"));
     assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
+    let e = err(&format!("{MINIMAL}health:\n  holding_interval: 3s\n"));
+    assert!(
+        e.starts_with("t.yaml:7:21: health.holding_interval: 3s is longer than health.interval 2s"),
+        "{e}"
+    );
+    let c = ok(&format!("{MINIMAL}health:\n  interval: 300ms\n"));
+    assert_eq!(c.health.holding_interval, Duration::from_millis(300));
+    assert_eq!(
+        ok(MINIMAL).health.holding_interval,
+        defaults::HEALTH_HOLDING_INTERVAL
+    );
     let e = err(&format!("{MINIMAL}health:\n  rise: soon\n"));
     assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
 }

@@ -78,6 +78,9 @@ pub(crate) struct Parts<I: Io = Real> {
     pub(crate) campaign: Option<watch::Sender<bool>>,
     pub(crate) elector: Option<JoinHandle<()>>,
     pub(crate) health: JoinHandle<()>,
+    /// Tells the health monitor whether this node holds the VIP (it probes
+    /// faster then: `health.holding_interval`).
+    pub(crate) holding: watch::Sender<bool>,
     metrics_server: Option<JoinHandle<()>>,
 }
 
@@ -201,7 +204,8 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         None => StabilityFilter::new(cfg.health.stability_buffer),
     }
     .configured(&cfg.health);
-    let health = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
+    let (holding, holding_rx) = watch::channel(false);
+    let health = spawn_filtered(&cfg, control.creds.as_ref(), filter, holding_rx)?;
 
     let cluster = crate::cluster::spawn(&cfg, &metrics);
     // A suspend waits for the handover at most as long as shutdown does.
@@ -216,6 +220,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             watched,
             control,
             health,
+            holding,
             notifier,
             metrics,
             metrics_server,
@@ -266,6 +271,8 @@ pub(crate) struct Wiring<I: Io> {
     pub(crate) watched: vip::WatchedVips,
     pub(crate) control: Control,
     pub(crate) health: (JoinHandle<()>, mpsc::Receiver<HealthReport>),
+    /// What the health monitor's pace follows (see [`Parts::holding`]).
+    pub(crate) holding: watch::Sender<bool>,
     pub(crate) notifier: SdNotifier,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_server: Option<JoinHandle<()>>,
@@ -294,6 +301,7 @@ impl<I: Io> Daemon<I> {
                 campaign: Some(w.control.campaign),
                 elector: Some(w.control.elector),
                 health,
+                holding: w.holding,
                 metrics_server: w.metrics_server,
             },
             creds: w.control.creds,
@@ -375,15 +383,17 @@ pub(crate) fn spawn_control(
     })
 }
 
-/// Starts the health monitor, its stability filter starting at `healthy`.
+/// Starts the health monitor, its stability filter starting at `healthy`,
+/// its pace following `holding`.
 pub(crate) fn spawn_health(
     cfg: &Config,
     creds: Option<&Credentials>,
     healthy: bool,
+    holding: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
     let filter =
         StabilityFilter::resumed(cfg.health.stability_buffer, healthy).configured(&cfg.health);
-    spawn_filtered(cfg, creds, filter)
+    spawn_filtered(cfg, creds, filter, holding)
 }
 
 /// Starts the health monitor with `filter`, recording the stable health in
@@ -392,17 +402,17 @@ fn spawn_filtered(
     cfg: &Config,
     creds: Option<&Credentials>,
     filter: StabilityFilter,
+    holding: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
     let probe = HttpProbe::new(&cfg.health, creds)?;
     let (tx, reports) = mpsc::channel(16);
     let file = health::HealthFile::new(&cfg.run_dir);
-    let task = tokio::spawn(health::monitor_recorded(
-        probe,
-        cfg.health.interval,
-        filter,
-        file,
-        tx,
-    ));
+    let pace = health::Pace {
+        interval: cfg.health.interval,
+        holding_interval: cfg.health.holding_interval,
+        holding,
+    };
+    let task = tokio::spawn(health::monitor_recorded(probe, pace, filter, file, tx));
     Ok((task, reports))
 }
 

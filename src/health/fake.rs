@@ -118,4 +118,46 @@ mod tests {
             (true, "connection refused")
         );
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_holder_probes_at_the_holding_interval() {
+        use tokio::sync::watch;
+        let probe = FakeProbe::new();
+        probe.set(true, "ok");
+        let (holding, holding_rx) = watch::channel(false);
+        let pace = crate::health::Pace {
+            interval: Duration::from_secs(2),
+            holding_interval: Duration::from_millis(500),
+            holding: holding_rx,
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let t0 = Instant::now();
+        tokio::spawn(crate::health::monitor_paced(
+            probe.clone(),
+            pace,
+            StabilityFilter::new(Duration::from_secs(1)),
+            tx,
+        ));
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            at.push(rx.recv().await.unwrap().result.at - t0);
+        }
+        assert_eq!(at, [0, 2000, 4000].map(Duration::from_millis));
+        // Becoming the holder at 4.1 s: the pending probe (due at 6 s)
+        // moves to 4.6 s, then one every 500 ms.
+        tokio::time::sleep_until(t0 + Duration::from_millis(4100)).await;
+        holding.send_replace(true);
+        let mut at = Vec::new();
+        for _ in 0..3 {
+            at.push(rx.recv().await.unwrap().result.at - t0);
+        }
+        assert_eq!(at, [4600, 5100, 5600].map(Duration::from_millis));
+        // And back: the probe already due stays, then every 2 s.
+        holding.send_replace(false);
+        let mut at = Vec::new();
+        for _ in 0..2 {
+            at.push(rx.recv().await.unwrap().result.at - t0);
+        }
+        assert_eq!(at, [6100, 8100].map(Duration::from_millis));
+    }
 }

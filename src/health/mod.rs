@@ -9,8 +9,8 @@ mod stability;
 
 use std::future::Future;
 
-use tokio::sync::mpsc;
-use tokio::time::{Duration, Instant, MissedTickBehavior};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Duration, Instant, sleep_until};
 
 pub use fake::FakeProbe;
 pub use http::HttpProbe;
@@ -92,22 +92,81 @@ pub struct HealthReport {
     pub took: Duration,
 }
 
+/// How often the monitor probes.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    /// Between probes while this node does not hold the VIP.
+    pub interval: Duration,
+    /// Between probes while it does: a dead API server behind the VIP is an
+    /// outage for every client, and two refused probes must fit well within
+    /// the renew deadline so the release still happens (see
+    /// docs/operations.md).
+    pub holding_interval: Duration,
+    /// Whether this node holds the VIP now (the daemon sets it).
+    pub holding: watch::Receiver<bool>,
+}
+
+impl Pace {
+    /// Every `interval`, whatever the role.
+    pub fn fixed(interval: Duration) -> Self {
+        Self {
+            interval,
+            holding_interval: interval,
+            holding: watch::channel(false).1,
+        }
+    }
+
+    fn period(&self) -> Duration {
+        if *self.holding.borrow() {
+            self.holding_interval
+        } else {
+            self.interval
+        }
+    }
+}
+
 /// Probes every `interval` and reports each result with the filtered state;
 /// returns when the receiver is dropped.
 pub async fn monitor<P: Probe>(
     probe: P,
     interval: Duration,
+    filter: StabilityFilter,
+    reports: mpsc::Sender<HealthReport>,
+) {
+    monitor_paced(probe, Pace::fixed(interval), filter, reports).await;
+}
+
+/// Probes at `pace` and reports each result with the filtered state;
+/// returns when the receiver is dropped.
+pub async fn monitor_paced<P: Probe>(
+    probe: P,
+    mut pace: Pace,
     mut filter: StabilityFilter,
     reports: mpsc::Sender<HealthReport>,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    // A slow probe must not cause a burst of catch-up probes.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = Instant::now();
     loop {
-        ticks.tick().await;
+        // A change of role re-times the pending probe at once: the new
+        // holder speeds up without waiting out the slow period.
+        loop {
+            tokio::select! {
+                () = sleep_until(next) => break,
+                r = pace.holding.changed() => {
+                    if r.is_err() {
+                        // Nobody will change it any more: keep the last pace.
+                        sleep_until(next).await;
+                        break;
+                    }
+                    let _ = pace.holding.borrow_and_update();
+                    next = next.min(Instant::now() + pace.period());
+                }
+            }
+        }
         let start = Instant::now();
         let result = probe.probe().await;
         let took = start.elapsed();
+        // A slow probe must not cause a burst of catch-up probes.
+        next = (start + pace.period()).max(Instant::now());
         let before = filter.is_healthy();
         let healthy = filter.observe_result(&result);
         if healthy != before {

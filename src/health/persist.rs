@@ -150,11 +150,11 @@ impl HealthFile {
     }
 }
 
-/// Runs [`super::monitor`] and records its reports in `file` on their way
-/// to `reports`.
+/// Runs [`super::monitor_paced`] and records its reports in `file` on
+/// their way to `reports`.
 pub async fn monitor_recorded<P: Probe>(
     probe: P,
-    interval: Duration,
+    pace: super::Pace,
     filter: StabilityFilter,
     mut file: HealthFile,
     reports: mpsc::Sender<HealthReport>,
@@ -169,7 +169,7 @@ pub async fn monitor_recorded<P: Probe>(
         }
     };
     tokio::select! {
-        () = super::monitor(probe, interval, filter, tx) => {}
+        () = super::monitor_paced(probe, pace, filter, tx) => {}
         () = forward => {}
     }
 }

@@ -105,7 +105,14 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
 
     let (health_tx, health_rx) = mpsc::channel(16);
     let filter = StabilityFilter::new(cfg.health.stability_buffer).configured(&cfg.health);
-    let monitor = health::monitor(env.probe.clone(), cfg.health.interval, filter, health_tx);
+    // The real pace: faster while holding, as `ha-vip run` probes.
+    let (holding, holding_rx) = watch::channel(false);
+    let pace = health::Pace {
+        interval: cfg.health.interval,
+        holding_interval: cfg.health.holding_interval,
+        holding: holding_rx,
+    };
+    let monitor = health::monitor_paced(env.probe.clone(), pace, filter, health_tx);
     let health = (tokio::spawn(monitor), health_rx);
 
     let d = Daemon::<SimIo>::assemble(
@@ -123,6 +130,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 events: lease_events,
             },
             health,
+            holding,
             notifier: SdNotifier::new(None, None),
             metrics: Metrics::new(&cfg.vips),
             metrics_server: None,
