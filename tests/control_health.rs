@@ -488,3 +488,66 @@ async fn the_real_readyz_is_healthy_until_the_apiserver_stops() {
     api.start_apiserver().await;
     assert!(anonymous.probe().await.healthy);
 }
+
+/// A kube-apiserver that just started accepts connections before it is
+/// ready (RBAC bootstrap, post-start hooks): /readyz fails meanwhile, so a
+/// standby whose API server restarted does not count as healthy, let alone
+/// campaign, before it is ready and has stayed ready for `health.rise`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_apiserver_is_not_healthy_while_it_warms_up() {
+    use ha_vip::health::StabilityFilter;
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let endpoint = format!("https://127.0.0.2:{}/readyz", api.var("KUBE_PORT"));
+    let probe = HttpProbe::new(
+        &health(endpoint, Some(api.ca()), Duration::from_millis(500)),
+        None,
+    )
+    .unwrap();
+    let rise = Duration::from_secs(1);
+    let mut h = health(String::new(), None, Duration::from_secs(1));
+    h.rise = rise;
+    let mut filter = StabilityFilter::new(Duration::from_secs(5)).configured(&h);
+    let start = tokio::spawn(async move {
+        let peer = api.start_peer("warm", "127.0.0.2", &[]).await;
+        (api, peer)
+    });
+    let t0 = Instant::now();
+    let mut first_answer = None;
+    let mut first_ok = None;
+    let mut failing_answers = Vec::new();
+    let flipped = loop {
+        let r = probe.probe().await;
+        let at = r.at - t0;
+        if r.reason != "connection refused" && first_answer.is_none() {
+            first_answer = Some(at);
+        }
+        if r.healthy {
+            first_ok.get_or_insert(at);
+        } else if first_answer.is_some() {
+            assert_eq!(first_ok, None, "failed again after its first ok: {r:?}");
+            failing_answers.push(r.reason.clone());
+        }
+        if filter.observe_result(&r) {
+            break at;
+        }
+        assert!(at < Duration::from_secs(90), "never healthy: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (first_answer, first_ok) = (first_answer.unwrap(), first_ok.unwrap());
+    eprintln!(
+        "restart: first answer other than refused after {first_answer:?}, /readyz failing for {:?} ({} answers: {:?}), ok after {first_ok:?}, healthy (rise {rise:?}) after {flipped:?}",
+        first_ok - first_answer,
+        failing_answers.len(),
+        failing_answers
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+    );
+    assert!(
+        !failing_answers.is_empty(),
+        "no failing /readyz between the port opening and ready"
+    );
+    assert!(flipped >= first_ok + rise, "healthy before rise had passed");
+    let (_api, _peer) = start.await.unwrap();
+}
