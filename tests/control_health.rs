@@ -551,3 +551,49 @@ async fn a_restarted_apiserver_is_not_healthy_while_it_warms_up() {
     assert!(flipped >= first_ok + rise, "healthy before rise had passed");
     let (_api, _peer) = start.await.unwrap();
 }
+
+/// CPU time of process `pid` (user + system) from /proc, in clock ticks
+/// converted to a Duration (USER_HZ is 100 on Linux).
+fn proc_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What one probe costs, on both ends: it decides whether probing every
+/// 500 ms while holding (health.holding_interval) is cheap enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_probe_costs_little_cpu_on_either_end() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let probe = HttpProbe::new(
+        &health(
+            format!("{}/readyz", api.server()),
+            Some(api.ca()),
+            Duration::from_secs(2),
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(probe.probe().await.healthy);
+    let n = 200u32;
+    let server_pid = api.var("KUBE_APISERVER_PID");
+    let (server0, self0, t0) = (proc_cpu(&server_pid), proc_cpu("self"), Instant::now());
+    for _ in 0..n {
+        let r = probe.probe().await;
+        assert!(r.healthy, "{r:?}");
+    }
+    let wall = t0.elapsed() / n;
+    let client = (proc_cpu("self") - self0) / n;
+    let server = (proc_cpu(&server_pid) - server0) / n;
+    eprintln!(
+        "one probe: {wall:?} wall, ha-vip {client:?} CPU, kube-apiserver {server:?} CPU ({n} probes); at one probe per 500 ms: {:.2}% of a core here, {:.2}% in kube-apiserver",
+        client.as_secs_f64() * 2.0 * 100.0,
+        server.as_secs_f64() * 2.0 * 100.0
+    );
+    // Generous: a TLS handshake and one GET, on a loaded shared machine.
+    assert!(client < Duration::from_millis(20), "{client:?}");
+    assert!(server < Duration::from_millis(50), "{server:?}");
+}
