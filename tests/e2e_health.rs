@@ -50,8 +50,9 @@ async fn holder(store: &KubeLeaseStore) -> Option<String> {
 /// The port node 1's own kube-apiserver is forwarded to, in its namespace.
 const LOCAL_PORT: u16 = 6444;
 
-/// Node 1 ("h1") with its own API server on 127.0.0.1:6444, ambiguous
-/// failures buffered for 10 s, and the other API server (the harness's,
+/// Node 1 ("h1") with its own API server on 127.0.0.1:6444, the default
+/// probe pace (2 s, 500 ms while holding), ambiguous failures buffered for
+/// 10 s, and the other API server (the harness's,
 /// forwarded on 127.0.0.1:6443) as its peer.
 fn node1(bed: &Testbed) -> Node {
     let node = bed.node(0, "h1", "");
@@ -63,7 +64,7 @@ fn node1(bed: &Testbed) -> Node {
          run_dir: {run}\n\
          lease:\n  name: {lease}\n\
          k8s:\n  api_server: https://127.0.0.1:{LOCAL_PORT}\n  token_file: {token}\n  ca_cert: {ca}\n  peers: [https://127.0.0.1:6443]\n  discover_peers: false\n\
-         health:\n  endpoint: https://127.0.0.1:{LOCAL_PORT}/readyz\n  interval: 500ms\n  holding_interval: 250ms\n  timeout: 200ms\n  stability_buffer: 10s\n  rise: 1s\n\
+         health:\n  endpoint: https://127.0.0.1:{LOCAL_PORT}/readyz\n  stability_buffer: 10s\n  rise: 1s\n\
          announce:\n  spacing: 50ms\n  second_burst_delay: 1s\n",
         vip = bed.lab.vip(),
         run = bed.dir.path().join("run-h1").display(),
