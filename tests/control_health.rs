@@ -597,3 +597,53 @@ async fn one_probe_costs_little_cpu_on_either_end() {
     assert!(client < Duration::from_millis(20), "{client:?}");
     assert!(server < Duration::from_millis(50), "{server:?}");
 }
+
+/// kube-apiserver's own graceful shutdown, as the probe sees it: with
+/// --shutdown-delay-duration it keeps serving but fails /readyz on its
+/// `shutdown` check (decisive at the first probe), then closes its port
+/// (refused, decisive after health.decisive_refusals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_sigterm_is_decisive_within_one_probe() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let peer = api
+        .start_peer("term", "127.0.0.2", &["--shutdown-delay-duration=2s"])
+        .await;
+    let probe = HttpProbe::new(
+        &health(
+            format!("{}/readyz", peer.server),
+            Some(api.ca()),
+            Duration::from_secs(1),
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(probe.probe().await.healthy);
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(peer.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = probe.probe().await;
+    eprintln!("{:?} after SIGTERM: {r:?}", r.at - t0);
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    assert!(
+        r.reason.contains("[-]shutdown failed"),
+        "the 1.20 answer: {}",
+        r.reason
+    );
+    let refused = loop {
+        let r = probe.probe().await;
+        if r.failure == Some(Failure::Refused) {
+            break r.at - t0;
+        }
+        assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+        assert!(r.at - t0 < Duration::from_secs(10), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("shutdown answers until the port closed {refused:?} after SIGTERM");
+    assert!(refused >= Duration::from_secs(2), "{refused:?}");
+}

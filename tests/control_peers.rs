@@ -269,3 +269,44 @@ async fn a_release_goes_through_another_api_server_when_the_local_one_is_gone() 
         .expect("elector ended")
         .unwrap();
 }
+
+/// `ha-vip release` (systemd's ExecStopPost, after a crash) goes through
+/// `k8s.peers` too when this node's API server is what is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_vip_release_goes_through_a_peer() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cred = admin_credential(dir.path(), &api);
+    let local_api = api.start_peer("local", "127.0.0.2", &[]).await;
+    let cfg = config(
+        dir.path(),
+        &local_api.server,
+        &format!("  peers: [{}]\n  discover_peers: false\n", api.server()),
+        &cred,
+    );
+    let lease = cfg.lease.name.clone();
+    let store = KubeLeaseStore::from_config(&cfg).unwrap();
+    let observer = KubeLeaseStore::new(api.admin(), "kube-system", lease);
+    // The daemon held the Lease and crashed (its elector is gone).
+    let (campaign, campaign_rx) = watch::channel(true);
+    let (tx, mut events) = mpsc::channel(64);
+    let task =
+        tokio::spawn(Elector::new(store, "cp1", Timings::from(&cfg.lease)).run(campaign_rx, tx));
+    timeout(Duration::from_secs(15), async {
+        while !matches!(events.recv().await, Some(LeaseEvent::Acquired { .. })) {}
+    })
+    .await
+    .expect("no acquire");
+    task.abort();
+    drop(campaign);
+    assert_eq!(holder(&observer).await.as_deref(), Some("cp1"));
+    // And this node's API server died too.
+    local_api.stop();
+    let released = ha_vip::lease::release_if_held(&cfg)
+        .await
+        .expect("release through the peer");
+    assert!(released);
+    assert_eq!(holder(&observer).await, None);
+}
