@@ -175,6 +175,14 @@ impl Peers {
                 Ok(urls) => {
                     tracing::debug!(peers = %urls.join(", "), "discovered the other API servers")
                 }
+                // A cluster whose API servers run without the endpoint
+                // reconciler (--endpoint-reconciler-type=none) publishes no
+                // list: nothing is wrong, there is just nothing to learn.
+                Err(e) if e.is_not_found() && !this.inner.warned.swap(true, Ordering::Relaxed) => {
+                    tracing::info!(
+                        "no endpoints/kubernetes in default (kube-apiserver --endpoint-reconciler-type=none?): no other API servers to discover; list them in k8s.peers for the release to reach them when this node's API server is gone"
+                    )
+                }
                 Err(e) if !this.inner.warned.swap(true, Ordering::Relaxed) => tracing::warn!(
                     error = %e,
                     "cannot read the other API servers from endpoints/kubernetes; a holder whose API server dies then cannot release the lease and standbys wait the lease duration: grant get on endpoints/kubernetes in default (packaging/kubernetes/rbac.yaml), list them in k8s.peers, or set k8s.discover_peers: false"
