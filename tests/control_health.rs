@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use apiserver::ApiServer;
 use ha_vip::config::{Credential, Health, K8s};
-use ha_vip::health::{HttpProbe, Probe};
+use ha_vip::health::{Failure, HttpProbe, Probe};
 use ha_vip::kube::Credentials;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,8 +22,11 @@ fn health(endpoint: String, ca: Option<PathBuf>, timeout: Duration) -> Health {
     Health {
         endpoint,
         interval: Duration::from_secs(2),
+        holding_interval: Duration::from_millis(500),
         timeout,
         stability_buffer: Duration::from_secs(5),
+        rise: Duration::from_secs(5),
+        decisive_refusals: 2,
         ca_cert: ca,
         tls_server_name: "kubernetes".into(),
         insecure_skip_tls_verify: false,
@@ -297,6 +300,42 @@ async fn a_failing_readyz_names_the_failed_checks() {
 }
 
 #[tokio::test]
+async fn a_failing_shutdown_check_is_decisive_and_other_failures_are_not() {
+    // What kube-apiserver 1.20 answers from its SIGTERM on (body of a real
+    // answer, see the_real_sigterm_is_decisive_within_one_probe).
+    let shutting = "[+]ping ok\n[+]log ok\n[+]etcd ok\n[-]shutdown failed: reason withheld\n[+]informer-sync ok\nreadyz check failed\n";
+    let s = stub(Some(http("500 Internal Server Error", shutting))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    assert_eq!(
+        r.reason,
+        "/readyz 500: the API server is shutting down: [-]shutdown failed: reason withheld"
+    );
+    // Newer API servers with --shutdown-send-retry-after, after the delay.
+    let s = stub(Some(http(
+        "429 Too Many Requests",
+        "The apiserver is shutting down, please try again later.",
+    )))
+    .await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    // A 500 on another check (etcd), a 503, a wrong body: ambiguous.
+    let etcd = "[+]ping ok\n[-]etcd failed: reason withheld\n[+]shutdown ok\nreadyz check failed\n";
+    for answer in [
+        http("500 Internal Server Error", etcd),
+        http("503 Service Unavailable", ""),
+        http("200 OK", "nope"),
+    ] {
+        let s = stub(Some(answer)).await;
+        let r = s.probe(Duration::from_secs(1), None).probe().await;
+        assert_eq!(r.failure, Some(Failure::Ambiguous), "{r:?}");
+    }
+    let s = stub(Some(http("200 OK", "ok"))).await;
+    let r = s.probe(Duration::from_secs(1), None).probe().await;
+    assert_eq!((r.healthy, r.failure), (true, None));
+}
+
+#[tokio::test]
 async fn a_wrong_body_is_unhealthy() {
     let s = stub(Some(http("200 OK", "[-]etcd failed"))).await;
     let r = s.probe(Duration::from_secs(1), None).probe().await;
@@ -343,6 +382,7 @@ async fn a_server_that_never_answers_times_out() {
     let took = t0.elapsed();
     assert!(!r.healthy);
     assert_eq!(r.reason, "timeout after 300ms");
+    assert_eq!(r.failure, Some(Failure::Ambiguous), "a timeout is doubtful");
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),
         "{took:?}"
@@ -390,6 +430,7 @@ async fn a_closed_port_is_connection_refused() {
         (r.healthy, r.reason.as_str()),
         (false, "connection refused")
     );
+    assert_eq!(r.failure, Some(Failure::Refused));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,4 +487,163 @@ async fn the_real_readyz_is_healthy_until_the_apiserver_stops() {
     );
     api.start_apiserver().await;
     assert!(anonymous.probe().await.healthy);
+}
+
+/// A kube-apiserver that just started accepts connections before it is
+/// ready (RBAC bootstrap, post-start hooks): /readyz fails meanwhile, so a
+/// standby whose API server restarted does not count as healthy, let alone
+/// campaign, before it is ready and has stayed ready for `health.rise`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_apiserver_is_not_healthy_while_it_warms_up() {
+    use ha_vip::health::StabilityFilter;
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let endpoint = format!("https://127.0.0.2:{}/readyz", api.var("KUBE_PORT"));
+    let probe = HttpProbe::new(
+        &health(endpoint, Some(api.ca()), Duration::from_millis(500)),
+        None,
+    )
+    .unwrap();
+    let rise = Duration::from_secs(1);
+    let mut h = health(String::new(), None, Duration::from_secs(1));
+    h.rise = rise;
+    let mut filter = StabilityFilter::new(Duration::from_secs(5)).configured(&h);
+    let start = tokio::spawn(async move {
+        let peer = api.start_peer("warm", "127.0.0.2", &[]).await;
+        (api, peer)
+    });
+    let t0 = Instant::now();
+    let mut first_answer = None;
+    let mut first_ok = None;
+    let mut failing_answers = Vec::new();
+    let flipped = loop {
+        let r = probe.probe().await;
+        let at = r.at - t0;
+        if r.reason != "connection refused" && first_answer.is_none() {
+            first_answer = Some(at);
+        }
+        if r.healthy {
+            first_ok.get_or_insert(at);
+        } else if first_answer.is_some() {
+            assert_eq!(first_ok, None, "failed again after its first ok: {r:?}");
+            failing_answers.push(r.reason.clone());
+        }
+        if filter.observe_result(&r) {
+            break at;
+        }
+        assert!(at < Duration::from_secs(90), "never healthy: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (first_answer, first_ok) = (first_answer.unwrap(), first_ok.unwrap());
+    eprintln!(
+        "restart: first answer other than refused after {first_answer:?}, /readyz failing for {:?} ({} answers: {:?}), ok after {first_ok:?}, healthy (rise {rise:?}) after {flipped:?}",
+        first_ok - first_answer,
+        failing_answers.len(),
+        failing_answers
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+    );
+    assert!(
+        !failing_answers.is_empty(),
+        "no failing /readyz between the port opening and ready"
+    );
+    assert!(flipped >= first_ok + rise, "healthy before rise had passed");
+    let (_api, _peer) = start.await.unwrap();
+}
+
+/// CPU time of process `pid` (user + system) from /proc, in clock ticks
+/// converted to a Duration (USER_HZ is 100 on Linux).
+fn proc_cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+/// What one probe costs, on both ends: it decides whether probing every
+/// 500 ms while holding (health.holding_interval) is cheap enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_probe_costs_little_cpu_on_either_end() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let probe = HttpProbe::new(
+        &health(
+            format!("{}/readyz", api.server()),
+            Some(api.ca()),
+            Duration::from_secs(2),
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(probe.probe().await.healthy);
+    let n = 200u32;
+    let server_pid = api.var("KUBE_APISERVER_PID");
+    let (server0, self0, t0) = (proc_cpu(&server_pid), proc_cpu("self"), Instant::now());
+    for _ in 0..n {
+        let r = probe.probe().await;
+        assert!(r.healthy, "{r:?}");
+    }
+    let wall = t0.elapsed() / n;
+    let client = (proc_cpu("self") - self0) / n;
+    let server = (proc_cpu(&server_pid) - server0) / n;
+    eprintln!(
+        "one probe: {wall:?} wall, ha-vip {client:?} CPU, kube-apiserver {server:?} CPU ({n} probes); at one probe per 500 ms: {:.2}% of a core here, {:.2}% in kube-apiserver",
+        client.as_secs_f64() * 2.0 * 100.0,
+        server.as_secs_f64() * 2.0 * 100.0
+    );
+    // Generous: a TLS handshake and one GET, on a loaded shared machine.
+    assert!(client < Duration::from_millis(20), "{client:?}");
+    assert!(server < Duration::from_millis(50), "{server:?}");
+}
+
+/// kube-apiserver's own graceful shutdown, as the probe sees it: with
+/// --shutdown-delay-duration it keeps serving but fails /readyz on its
+/// `shutdown` check (decisive at the first probe), then closes its port
+/// (refused, decisive after health.decisive_refusals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_sigterm_is_decisive_within_one_probe() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let peer = api
+        .start_peer("term", "127.0.0.2", &["--shutdown-delay-duration=2s"])
+        .await;
+    let probe = HttpProbe::new(
+        &health(
+            format!("{}/readyz", peer.server),
+            Some(api.ca()),
+            Duration::from_secs(1),
+        ),
+        None,
+    )
+    .unwrap();
+    assert!(probe.probe().await.healthy);
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(peer.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = probe.probe().await;
+    eprintln!("{:?} after SIGTERM: {r:?}", r.at - t0);
+    assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+    assert!(
+        r.reason.contains("[-]shutdown failed"),
+        "the 1.20 answer: {}",
+        r.reason
+    );
+    let refused = loop {
+        let r = probe.probe().await;
+        if r.failure == Some(Failure::Refused) {
+            break r.at - t0;
+        }
+        assert_eq!(r.failure, Some(Failure::ShuttingDown), "{r:?}");
+        assert!(r.at - t0 < Duration::from_secs(10), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("shutdown answers until the port closed {refused:?} after SIGTERM");
+    assert!(refused >= Duration::from_secs(2), "{refused:?}");
 }

@@ -113,6 +113,20 @@ fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()
             "  api server:  {} (certificate name {})",
             c.k8s.api_server, c.k8s.tls_server_name
         )?;
+        let discovery = if c.peers.discover {
+            "endpoints/kubernetes"
+        } else {
+            "no discovery"
+        };
+        let listed = if c.peers.servers.is_empty() {
+            "none listed".to_string()
+        } else {
+            c.peers.servers.join(", ")
+        };
+        writeln!(
+            out,
+            "  peers:       {listed} (+ {discovery}), for the release only"
+        )?;
     } else {
         writeln!(
             out,
@@ -121,11 +135,14 @@ fn summarize(path: &Path, c: &Config, out: &mut dyn Write) -> std::io::Result<()
     }
     writeln!(
         out,
-        "  health:      {} every {} (timeout {}, stability buffer {})",
+        "  health:      {} every {}, {} while holding (timeout {}, stability buffer {}, rise {}, decisive after {} refusals or a shutdown answer)",
         h.endpoint,
         human(h.interval),
+        human(h.holding_interval),
         human(h.timeout),
-        human(h.stability_buffer)
+        human(h.stability_buffer),
+        human(h.rise),
+        h.decisive_refusals
     )?;
     match c.metrics_listen {
         Some(a) => writeln!(out, "  metrics:     http://{a}/metrics")?,

@@ -8,10 +8,21 @@ pub const CONFIG_PATH: &str = "/etc/ha-vip/config.yaml";
 pub const HEALTH_ENDPOINT: &str = "https://127.0.0.1:6443/readyz";
 /// Time between two health probes.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Time between two health probes while this node holds the VIP (never more
+/// than `health.interval`): two refused probes then fit in one second, well
+/// within the renew deadline, so a holder whose API server died still
+/// releases the Lease (docs/operations.md has the measured cost).
+pub const HEALTH_HOLDING_INTERVAL: Duration = Duration::from_millis(500);
 /// Time one probe (TCP connect plus HTTPS GET) may take.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long the opposite probe result must hold before the health state flips.
+/// How long ambiguous probe failures (timeouts, a 500) must hold before the
+/// health state flips to unhealthy; also the default of `health.rise`.
 pub const HEALTH_STABILITY_BUFFER: Duration = Duration::from_secs(5);
+/// Refused connections in a row that flip the health state to unhealthy at
+/// once. Two, not one: measured on kube-apiserver 1.20, a restart's port is
+/// closed for seconds, while a single refusal can be a listener being
+/// re-opened (see docs/operations.md, "Decisive and ambiguous failures").
+pub const HEALTH_DECISIVE_REFUSALS: u32 = crate::health::DECISIVE_REFUSALS;
 /// Whether the probe sends the k8s credential: no, `/readyz` is readable
 /// anonymously (system:public-info-viewer) on kubeadm clusters.
 pub const HEALTH_AUTHENTICATE: bool = false;
@@ -27,6 +38,8 @@ pub const LEASE_RENEW_DEADLINE: Duration = Duration::from_secs(2);
 pub const LEASE_RETRY_PERIOD: Duration = Duration::from_millis(500);
 /// The API server ha-vip talks to: the local one, never the VIP itself.
 pub const K8S_API_SERVER: &str = "https://127.0.0.1:6443";
+/// Whether the other API servers are learnt from `endpoints/kubernetes`.
+pub const K8S_DISCOVER_PEERS: bool = true;
 /// Name the API server's certificate is verified against (kubeadm's SAN).
 pub const K8S_TLS_SERVER_NAME: &str = "kubernetes";
 /// Shortest retry period accepted: each period costs one API request per node.

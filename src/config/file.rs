@@ -52,10 +52,18 @@ pub(super) struct Health {
     pub endpoint: Leaf<String>,
     /// Time between probes.
     pub interval: Leaf<String>,
+    /// Time between probes while this node holds the VIP.
+    pub holding_interval: Leaf<String>,
     /// Time one probe may take; shorter than `interval`.
     pub timeout: Leaf<String>,
-    /// How long the opposite result must hold before the state flips.
+    /// How long ambiguous failures must hold before the state flips to
+    /// unhealthy.
     pub stability_buffer: Leaf<String>,
+    /// How long successes must hold before the state flips to healthy;
+    /// default `stability_buffer`.
+    pub rise: Leaf<String>,
+    /// Refused connections in a row that flip the state to unhealthy at once.
+    pub decisive_refusals: Leaf<u32>,
     /// CA bundle that signed the API server's serving certificate.
     pub ca_cert: Leaf<String>,
     /// Name the serving certificate is verified against; default `k8s.tls_server_name`.
@@ -105,6 +113,11 @@ pub(super) struct K8s {
     pub tls_server_name: Leaf<String>,
     /// Skip certificate verification (logged as a warning at every start).
     pub insecure_skip_tls_verify: Leaf<bool>,
+    /// The other control-plane nodes' API servers (https URLs, never the
+    /// VIP), used to release the Lease when the local one cannot.
+    pub peers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Also learn them from `endpoints/kubernetes` in `default`.
+    pub discover_peers: Leaf<bool>,
 }
 
 /// `announce:` section.

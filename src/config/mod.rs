@@ -31,6 +31,8 @@ pub struct Config {
     pub lease: Lease,
     /// How to reach the Kubernetes API.
     pub k8s: K8s,
+    /// Other API servers for the release (`k8s.peers`, `k8s.discover_peers`).
+    pub peers: Peers,
     /// Gratuitous ARP / unsolicited NA settings.
     pub announce: Announce,
     /// Prometheus endpoint; `None` when disabled.
@@ -136,10 +138,20 @@ pub struct Health {
     pub endpoint: String,
     /// Time between probes.
     pub interval: Duration,
+    /// Time between probes while this node holds the VIP (at most `interval`).
+    pub holding_interval: Duration,
     /// Time one probe may take (always shorter than `interval`).
     pub timeout: Duration,
-    /// Anti-flapping buffer.
+    /// How long ambiguous failures (timeouts, a 500) must hold before a
+    /// healthy API server counts as unhealthy: the anti-flapping buffer.
     pub stability_buffer: Duration,
+    /// How long successes must hold before an unhealthy API server counts
+    /// as healthy again (and this node campaigns).
+    pub rise: Duration,
+    /// Refused connections in a row that make a healthy API server
+    /// unhealthy at once; a `/readyz` failing its shutdown check does so
+    /// on the first probe.
+    pub decisive_refusals: u32,
     /// CA bundle; `None` means the k8s CA (kubeconfig, `k8s.ca_cert`, in-cluster).
     pub ca_cert: Option<PathBuf>,
     /// Name the serving certificate is verified against.
@@ -182,6 +194,18 @@ pub struct K8s {
     pub tls_server_name: String,
     /// Skip certificate verification.
     pub insecure_skip_tls_verify: bool,
+}
+
+/// The other control-plane nodes' API servers: when the local one cannot
+/// take the Lease's release, it goes through one of these, so standbys do
+/// not wait out the whole lease duration.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Peers {
+    /// `k8s.peers`: https URLs, none of them a VIP or `k8s.api_server`.
+    pub servers: Vec<String>,
+    /// `k8s.discover_peers`: add the addresses of `endpoints/kubernetes` in
+    /// `default`, read while the local API server answers.
+    pub discover: bool,
 }
 
 /// The single source of the Kubernetes credential.

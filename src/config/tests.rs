@@ -155,3 +155,91 @@ fn the_inequality_says_which_holds_and_by_how_much() {
     let s = ok(MINIMAL).lease.inequality(FenceMode::Lifetime);
     assert!(s.contains("+ 1.25s") && s.contains("750ms to spare"), "{s}");
 }
+
+#[test]
+fn health_hysteresis_defaults_and_keys() {
+    let c = ok(MINIMAL);
+    assert_eq!(c.health.rise, defaults::HEALTH_STABILITY_BUFFER);
+    assert_eq!(
+        c.health.decisive_refusals,
+        defaults::HEALTH_DECISIVE_REFUSALS
+    );
+    let c = ok(&format!(
+        "{MINIMAL}health:\n  stability_buffer: 3s\n  decisive_refusals: 3\n"
+    ));
+    assert_eq!(
+        c.health.rise,
+        Duration::from_secs(3),
+        "rise follows the buffer"
+    );
+    assert_eq!(c.health.decisive_refusals, 3);
+    let c = ok(&format!("{MINIMAL}health:\n  rise: 8s\n"));
+    assert_eq!(c.health.rise, Duration::from_secs(8));
+    assert_eq!(c.health.stability_buffer, defaults::HEALTH_STABILITY_BUFFER);
+}
+
+#[test]
+fn health_hysteresis_errors_point_at_the_key() {
+    let e = err(&format!("{MINIMAL}health:\n  decisive_refusals: 0\n"));
+    assert!(
+        e.starts_with("t.yaml:7:22: health.decisive_refusals: 0 is out of range; expected 1 to 10"),
+        "{e}"
+    );
+    let e = err(&format!("{MINIMAL}health:\n  rise: 0s\n"));
+    assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
+    let e = err(&format!("{MINIMAL}health:\n  holding_interval: 3s\n"));
+    assert!(
+        e.starts_with("t.yaml:7:21: health.holding_interval: 3s is longer than health.interval 2s"),
+        "{e}"
+    );
+    let c = ok(&format!("{MINIMAL}health:\n  interval: 300ms\n"));
+    assert_eq!(c.health.holding_interval, Duration::from_millis(300));
+    assert_eq!(
+        ok(MINIMAL).health.holding_interval,
+        defaults::HEALTH_HOLDING_INTERVAL
+    );
+    let e = err(&format!("{MINIMAL}health:\n  rise: soon\n"));
+    assert!(e.starts_with("t.yaml:7:9: health.rise"), "{e}");
+}
+
+#[test]
+fn peers_are_https_urls_and_never_a_vip_or_the_local_server() {
+    let c = ok(MINIMAL);
+    assert_eq!(
+        c.peers,
+        Peers {
+            servers: vec![],
+            discover: true
+        }
+    );
+    let c = ok(&MINIMAL.replace(
+        "k8s:\n",
+        "k8s:\n  peers: [https://10.0.0.12:6443, \"https://[fd00::13]:6443/\"]\n  discover_peers: false\n",
+    ));
+    assert_eq!(
+        c.peers.servers,
+        ["https://10.0.0.12:6443", "https://[fd00::13]:6443"]
+    );
+    assert!(!c.peers.discover);
+    let with =
+        |peers: &str| err(&MINIMAL.replace("k8s:\n", &format!("k8s:\n  peers: [{peers}]\n")));
+    let e = with("https://10.0.0.100:6443");
+    assert!(
+        e.starts_with("t.yaml:5:11: k8s.peers: \"https://10.0.0.100:6443\" is a VIP"),
+        "{e}"
+    );
+    let e = with("http://10.0.0.12:6443");
+    assert!(
+        e.starts_with("t.yaml:5:11: k8s.peers: \"http://10.0.0.12:6443\" is not an https URL"),
+        "{e}"
+    );
+    let e = with("https://10.0.0.12, https://127.0.0.1:6443");
+    assert!(
+        e.starts_with(
+            "t.yaml:5:30: k8s.peers: \"https://127.0.0.1:6443\" is k8s.api_server itself"
+        ),
+        "{e}"
+    );
+    let e = with("https://10.0.0.12, https://10.0.0.12:443");
+    assert!(e.contains("is listed twice"), "{e}");
+}

@@ -222,6 +222,7 @@ impl<I: Io> Daemon<I> {
 
     fn transition(&mut self, from: Role, to: Role, reason: Reason) {
         let now = SystemTime::now();
+        self.parts.holding.send_replace(to == Role::Leader);
         self.leader_since = (to == Role::Leader).then_some(now);
         let holder = if to == Role::Leader {
             Some(self.cfg.node_name.clone())
@@ -372,7 +373,12 @@ impl<I: Io> Daemon<I> {
     fn reload_health(&mut self, new: &Config) {
         let mut cfg = self.cfg.clone();
         cfg.health = new.health.clone();
-        match super::setup::spawn_health(&cfg, self.creds.as_ref(), self.machine.healthy()) {
+        match super::setup::spawn_health(
+            &cfg,
+            self.creds.as_ref(),
+            self.machine.healthy(),
+            self.parts.holding.subscribe(),
+        ) {
             Ok((task, reports)) => {
                 self.parts.health.abort();
                 self.parts.health = task;

@@ -40,6 +40,19 @@ impl<S: LeaseStore> LeaseStore for Metered<S> {
             .await
     }
 
+    async fn release(
+        &self,
+        current: &StoredLease,
+        record: &LeaseRecord,
+    ) -> Result<StoredLease, KubeError> {
+        self.timed(LeaseOp::Update, self.inner.release(current, record))
+            .await
+    }
+
+    async fn get_for_release(&self) -> Result<Option<StoredLease>, KubeError> {
+        self.timed(LeaseOp::Get, self.inner.get_for_release()).await
+    }
+
     // Only the opening of the watch: the stream itself lives for minutes.
     async fn watch(&self, resource_version: Option<&str>) -> Result<LeaseWatch, KubeError> {
         self.timed(LeaseOp::Watch, self.inner.watch(resource_version))

@@ -12,7 +12,7 @@ use crate::announce::{AnnounceError, Announcer, RawAnnouncer, Schedule};
 use crate::config::{Config, FenceMode, Vip};
 use crate::fence::{FenceError, ModeFence, NftFence, PreciseFence, SystemClock, WallClock};
 use crate::health::{self, HealthError, HealthReport, HttpProbe, StabilityFilter};
-use crate::kube::{Credentials, KubeClient, KubeError};
+use crate::kube::{Credentials, KubeClient, KubeError, Peers};
 use crate::lease::{Elector, KubeLeaseStore, LeaseEvent, Timings};
 use crate::machine::Machine;
 use crate::observe::{Metrics, Status, StatusError, StatusWriter, spawn_metrics_endpoint};
@@ -88,6 +88,9 @@ pub(crate) struct Parts<I: Io = Real> {
     pub(crate) campaign: Option<watch::Sender<bool>>,
     pub(crate) elector: Option<JoinHandle<()>>,
     pub(crate) health: JoinHandle<()>,
+    /// Tells the health monitor whether this node holds the VIP (it probes
+    /// faster then: `health.holding_interval`).
+    pub(crate) holding: watch::Sender<bool>,
     metrics_server: Option<JoinHandle<()>>,
 }
 
@@ -224,8 +227,10 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
     let filter = match resumed {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
         None => StabilityFilter::new(cfg.health.stability_buffer),
-    };
-    let health = spawn_filtered(&cfg, control.creds.as_ref(), filter)?;
+    }
+    .configured(&cfg.health);
+    let (holding, holding_rx) = watch::channel(false);
+    let health = spawn_filtered(&cfg, control.creds.as_ref(), filter, holding_rx)?;
 
     let cluster = crate::cluster::spawn(&cfg, &metrics);
     // A suspend waits for the handover at most as long as shutdown does.
@@ -242,6 +247,7 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
             watched,
             control,
             health,
+            holding,
             notifier,
             metrics,
             metrics_server,
@@ -316,6 +322,8 @@ pub(crate) struct Wiring<I: Io> {
     pub(crate) watched: vip::WatchedVips,
     pub(crate) control: Control,
     pub(crate) health: (JoinHandle<()>, mpsc::Receiver<HealthReport>),
+    /// What the health monitor's pace follows (see [`Parts::holding`]).
+    pub(crate) holding: watch::Sender<bool>,
     pub(crate) notifier: SdNotifier,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_server: Option<JoinHandle<()>>,
@@ -347,6 +355,7 @@ impl<I: Io> Daemon<I> {
                 campaign: Some(w.control.campaign),
                 elector: Some(w.control.elector),
                 health,
+                holding: w.holding,
                 metrics_server: w.metrics_server,
             },
             creds: w.control.creds,
@@ -415,8 +424,9 @@ pub(crate) fn spawn_control(
             "k8s.insecure_skip_tls_verify is set: the API server's certificate is NOT verified"
         );
     }
+    let peers = Peers::new(cfg, creds.clone(), client.timeout())?;
     let store = super::metered::Metered {
-        inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
+        inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name).with_peers(peers),
         metrics: metrics.clone(),
     };
     let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
@@ -429,14 +439,17 @@ pub(crate) fn spawn_control(
     })
 }
 
-/// Starts the health monitor, its stability filter starting at `healthy`.
+/// Starts the health monitor, its stability filter starting at `healthy`,
+/// its pace following `holding`.
 pub(crate) fn spawn_health(
     cfg: &Config,
     creds: Option<&Credentials>,
     healthy: bool,
+    holding: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
-    let filter = StabilityFilter::resumed(cfg.health.stability_buffer, healthy);
-    spawn_filtered(cfg, creds, filter)
+    let filter =
+        StabilityFilter::resumed(cfg.health.stability_buffer, healthy).configured(&cfg.health);
+    spawn_filtered(cfg, creds, filter, holding)
 }
 
 /// Starts the health monitor with `filter`, recording the stable health in
@@ -445,17 +458,17 @@ fn spawn_filtered(
     cfg: &Config,
     creds: Option<&Credentials>,
     filter: StabilityFilter,
+    holding: watch::Receiver<bool>,
 ) -> Result<(JoinHandle<()>, mpsc::Receiver<HealthReport>), SetupError> {
     let probe = HttpProbe::new(&cfg.health, creds)?;
     let (tx, reports) = mpsc::channel(16);
     let file = health::HealthFile::new(&cfg.run_dir);
-    let task = tokio::spawn(health::monitor_recorded(
-        probe,
-        cfg.health.interval,
-        filter,
-        file,
-        tx,
-    ));
+    let pace = health::Pace {
+        interval: cfg.health.interval,
+        holding_interval: cfg.health.holding_interval,
+        holding,
+    };
+    let task = tokio::spawn(health::monitor_recorded(probe, pace, filter, file, tx));
     Ok((task, reports))
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{HealthError, Probe, ProbeResult};
+use super::{Failure, HealthError, Probe, ProbeResult};
 use crate::config::Health;
 use crate::kube::tls::{self, TlsSettings};
 use crate::kube::{
@@ -120,52 +120,84 @@ impl HttpProbe {
         self.shared.as_ref().filter(|_| self.health.authenticate)
     }
 
-    async fn attempt(&self) -> Result<(), String> {
+    async fn attempt(&self) -> Result<(), (Failure, String)> {
+        let doubt = |reason: String| (Failure::Ambiguous, reason);
         TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| io_reason(&e))?;
+            .map_err(|e| (io_failure(&e), io_reason(&e)))?;
         let mut req = self.http().get(self.url.clone());
         if let Some(creds) = self.sent() {
             match creds.token().await {
                 Ok(Some(token)) => req = req.bearer_auth(token),
                 Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(doubt(e.to_string())),
             }
         }
-        let mut resp = req.send().await.map_err(|e| transport_reason(&e))?;
+        let mut resp = req.send().await.map_err(|e| transport_failure(&e))?;
         let status = resp.status().as_u16();
         let body = read_capped(&mut resp, MAX_BODY)
             .await
-            .map_err(|e| transport_reason(&e))?
+            .map_err(|e| transport_failure(&e))?
             .map_err(|_| {
-                format!(
+                doubt(format!(
                     "{} {status}: answer larger than {} MiB, not read (is health.endpoint a kube-apiserver?)",
                     self.url.path(),
                     MAX_BODY >> 20
-                )
+                ))
             })?;
         let body = String::from_utf8_lossy(&body);
         let path = self.url.path();
         let who = self
             .sent()
             .map_or_else(|| "anonymous requests".to_string(), Credentials::source);
-        match status {
-            200 if body.trim() == "ok" => Ok(()),
-            200 => Err(format!("body {:?}", short(&body))),
-            401 if self.sent().is_none() => Err(format!(
-                "{path} 401: the API server refuses anonymous requests (--anonymous-auth=false); set health.authenticate: true to send the k8s credential"
-            )),
-            401 => Err(format!(
-                "{path} 401: the API server rejected the credential from {who}"
-            )),
-            403 => Err(format!(
-                "{path} 403: the credential from {who} lacks RBAC get on nonResourceURLs [\"{path}\"] (system:public-info-viewer grants it to everyone by default; was that binding removed?)"
-            )),
-            300..=399 => Err(format!(
-                "{path} {status}: a redirect, not followed; health.endpoint must be the API server's own /readyz"
-            )),
-            _ => Err(format!("{path} {status}{}", failed_checks(&body))),
+        if shutting_down(status, &body) {
+            return Err((
+                Failure::ShuttingDown,
+                format!(
+                    "{path} {status}: the API server is shutting down{}",
+                    failed_checks(&body)
+                ),
+            ));
         }
+        let reason = match status {
+            200 if body.trim() == "ok" => return Ok(()),
+            200 => format!("body {:?}", short(&body)),
+            401 if self.sent().is_none() => format!(
+                "{path} 401: the API server refuses anonymous requests (--anonymous-auth=false); set health.authenticate: true to send the k8s credential"
+            ),
+            401 => format!("{path} 401: the API server rejected the credential from {who}"),
+            403 => format!(
+                "{path} 403: the credential from {who} lacks RBAC get on nonResourceURLs [\"{path}\"] (system:public-info-viewer grants it to everyone by default; was that binding removed?)"
+            ),
+            300..=399 => format!(
+                "{path} {status}: a redirect, not followed; health.endpoint must be the API server's own /readyz"
+            ),
+            _ => format!("{path} {status}{}", failed_checks(&body)),
+        };
+        Err(doubt(reason))
+    }
+}
+
+/// Whether an answer says the API server is going away. kube-apiserver
+/// (1.20 measured, newer alike) fails `/readyz` with `[-]shutdown failed`
+/// from its SIGTERM on, for the whole `--shutdown-delay-duration` while it
+/// still serves; newer ones with `--shutdown-send-retry-after` answer new
+/// requests after that delay with 429 "The apiserver is shutting down".
+fn shutting_down(status: u16, body: &str) -> bool {
+    match status {
+        500..=599 => body.lines().any(|l| l.starts_with("[-]shutdown ")),
+        429 => body.contains("is shutting down"),
+        _ => false,
+    }
+}
+
+/// A refused connection is decisive (counted); every other I/O failure is
+/// ambiguous.
+fn io_failure(e: &std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused {
+        Failure::Refused
+    } else {
+        Failure::Ambiguous
     }
 }
 
@@ -225,13 +257,13 @@ fn build(
         .map_err(|e| HealthError::Setup(crate::kube::KubeError::BuildClient(e.to_string())))
 }
 
-fn transport_reason(e: &reqwest::Error) -> String {
+fn transport_failure(e: &reqwest::Error) -> (Failure, String) {
     if let Some(t) = find_rustls_error(e) {
-        return format!("TLS: {}", tls::explain(t));
+        return (Failure::Ambiguous, format!("TLS: {}", tls::explain(t)));
     }
     match find_io_error(e) {
-        Some(io) => io_reason(io),
-        None => crate::kube::error_chain(e),
+        Some(io) => (io_failure(io), io_reason(io)),
+        None => (Failure::Ambiguous, crate::kube::error_chain(e)),
     }
 }
 
@@ -240,17 +272,19 @@ impl Probe for HttpProbe {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, self.attempt()).await;
         let at = Instant::now();
-        let (healthy, reason) = match outcome {
-            Ok(Ok(())) => (true, "ok".to_string()),
-            Ok(Err(reason)) => (false, reason),
+        let (failure, reason) = match outcome {
+            Ok(Ok(())) => (None, "ok".to_string()),
+            Ok(Err((failure, reason))) => (Some(failure), reason),
             Err(_) => (
-                false,
+                Some(Failure::Ambiguous),
                 format!("timeout after {}", humantime::format_duration(self.timeout)),
             ),
         };
-        tracing::trace!(healthy, %reason, took_ms = (at - started).as_millis() as u64, "health probe");
+        let healthy = failure.is_none();
+        tracing::trace!(healthy, ?failure, %reason, took_ms = (at - started).as_millis() as u64, "health probe");
         ProbeResult {
             healthy,
+            failure,
             reason,
             at,
         }

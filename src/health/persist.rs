@@ -175,11 +175,11 @@ impl HealthFile {
     }
 }
 
-/// Runs [`super::monitor`] and records its reports in `file` on their way
-/// to `reports`.
+/// Runs [`super::monitor_paced`] and records its reports in `file` on
+/// their way to `reports`.
 pub async fn monitor_recorded<P: Probe>(
     probe: P,
-    interval: Duration,
+    pace: super::Pace,
     filter: StabilityFilter,
     mut file: HealthFile,
     reports: mpsc::Sender<HealthReport>,
@@ -194,7 +194,7 @@ pub async fn monitor_recorded<P: Probe>(
         }
     };
     tokio::select! {
-        () = super::monitor(probe, interval, filter, tx) => {}
+        () = super::monitor_paced(probe, pace, filter, tx) => {}
         () = forward => {}
     }
 }
@@ -236,6 +236,7 @@ mod tests {
         HealthReport {
             result: ProbeResult {
                 healthy: raw,
+                failure: None,
                 reason: "test".into(),
                 at,
             },

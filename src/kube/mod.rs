@@ -8,6 +8,7 @@
 mod body;
 mod credential;
 mod error;
+mod peers;
 mod rotation;
 pub(crate) mod tls;
 mod x509;
@@ -26,6 +27,7 @@ use body::{Lines, too_large};
 pub use credential::IN_CLUSTER_DIR;
 pub(crate) use credential::read_file;
 pub use error::{KubeError, Operation};
+pub use peers::{DISCOVERY_PERIOD, ENDPOINTS_PATH, Endpoints, Peers, worth_another_server};
 pub use rotation::{CHECK_PERIOD, Credentials, EXPIRY_WARNING, describe_subject};
 pub use x509::CertInfo;
 pub(crate) use yaml::redact_quoted;

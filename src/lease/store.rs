@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::record::{LeaseObject, LeaseRecord, StoredLease, lease_json};
-use crate::kube::{KubeClient, KubeError, Operation};
+use crate::kube::{KubeClient, KubeError, Operation, Peers, worth_another_server};
 
 /// A change seen on a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,26 @@ pub trait LeaseStore: Send + Sync + 'static {
         &self,
         resource_version: Option<&str>,
     ) -> impl Future<Output = Result<LeaseWatch, KubeError>> + Send;
+
+    /// Writes a release: [`LeaseStore::update`], except that a store that
+    /// knows other API servers tries them when this one cannot answer. The
+    /// write is conditional on `current`'s resourceVersion wherever it goes,
+    /// so at most one of them takes effect.
+    fn release(
+        &self,
+        current: &StoredLease,
+        record: &LeaseRecord,
+    ) -> impl Future<Output = Result<StoredLease, KubeError>> + Send {
+        self.update(current, record)
+    }
+
+    /// Reads the Lease during a release: [`LeaseStore::get`], through the
+    /// other API servers when this one cannot answer.
+    fn get_for_release(
+        &self,
+    ) -> impl Future<Output = Result<Option<StoredLease>, KubeError>> + Send {
+        self.get()
+    }
 }
 
 /// The Lease in a real API server.
@@ -56,6 +76,8 @@ pub struct KubeLeaseStore {
     name: String,
     watch_timeout: Duration,
     requests: Arc<AtomicU64>,
+    /// The other API servers a release may go through.
+    peers: Option<Peers>,
 }
 
 const RESOURCE: &str = "leases.coordination.k8s.io";
@@ -84,7 +106,85 @@ impl KubeLeaseStore {
             name: name.into(),
             watch_timeout: WATCH_TIMEOUT,
             requests: Arc::new(AtomicU64::new(0)),
+            peers: None,
         }
+    }
+
+    /// The same store, releasing through `peers` when its own API server
+    /// cannot answer (see [`Peers`]); a successful write through its own
+    /// keeps the discovered list fresh.
+    pub fn with_peers(mut self, peers: Peers) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// The same Lease through each peer's API server.
+    fn via_peers(&self) -> Vec<KubeLeaseStore> {
+        self.peers.as_ref().map_or_else(Vec::new, |p| {
+            p.clients()
+                .into_iter()
+                .map(|c| KubeLeaseStore {
+                    client: c,
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                    watch_timeout: self.watch_timeout,
+                    requests: self.requests.clone(),
+                    peers: None,
+                })
+                .collect()
+        })
+    }
+
+    /// `local` unless it failed in a way another API server might not: then
+    /// the first success among the peers (all asked at once: a peer that
+    /// hangs must not use up the release's time), else a conflict if one
+    /// answered so (the caller re-reads), else the local error.
+    async fn or_peers<T, F, Fut>(
+        &self,
+        what: &str,
+        local: Result<T, KubeError>,
+        call: F,
+    ) -> Result<T, KubeError>
+    where
+        F: Fn(KubeLeaseStore) -> Fut,
+        Fut: Future<Output = Result<T, KubeError>> + Send,
+    {
+        let e = match local {
+            Err(e) if worth_another_server(&e) => e,
+            other => return other,
+        };
+        let peers = self.via_peers();
+        if peers.is_empty() {
+            return Err(e);
+        }
+        let tries = peers.into_iter().map(|p| {
+            let server = p.client.server().to_string();
+            let fut = call(p);
+            Box::pin(async move {
+                fut.await
+                    .map(|v| (server.clone(), v))
+                    .map_err(|e| (server, e))
+            })
+        });
+        let mut pending: Vec<_> = tries.collect();
+        let mut conflict = None;
+        while !pending.is_empty() {
+            let (done, _, rest) = futures::future::select_all(pending).await;
+            pending = rest;
+            match done {
+                Ok((server, v)) => {
+                    tracing::info!(%server, local_error = %e, "{what} went through another API server");
+                    return Ok(v);
+                }
+                Err((server, pe)) => {
+                    tracing::warn!(%server, error = %pe, "{what} through another API server failed");
+                    if pe.is_conflict() || pe.is_not_found() {
+                        conflict.get_or_insert(pe);
+                    }
+                }
+            }
+        }
+        Err(conflict.unwrap_or(e))
     }
 
     /// The same store, with watches ended by the server after `timeout`
@@ -92,6 +192,11 @@ impl KubeLeaseStore {
     pub fn with_watch_timeout(mut self, timeout: Duration) -> Self {
         self.watch_timeout = timeout;
         self
+    }
+
+    /// The client of this store's API server.
+    pub fn client(&self) -> &KubeClient {
+        &self.client
     }
 
     /// Number of API requests sent so far (a watch counts once, when opened).
@@ -171,7 +276,30 @@ impl LeaseStore for KubeLeaseStore {
         meta.remove("managedFields");
         let body = lease_json(meta, record);
         let obj: LeaseObject = self.client.put(&op, &self.object(), &body).await?;
+        if let Some(p) = &self.peers {
+            p.refresh_if_due(&self.client);
+        }
         stored(&op, obj)
+    }
+
+    async fn release(
+        &self,
+        current: &StoredLease,
+        record: &LeaseRecord,
+    ) -> Result<StoredLease, KubeError> {
+        let local = self.update(current, record).await;
+        self.or_peers("the lease release", local, |p| async move {
+            p.update(current, record).await
+        })
+        .await
+    }
+
+    async fn get_for_release(&self) -> Result<Option<StoredLease>, KubeError> {
+        let local = self.get().await;
+        self.or_peers("reading the lease for its release", local, |p| async move {
+            p.get().await
+        })
+        .await
     }
 
     async fn watch(&self, resource_version: Option<&str>) -> Result<LeaseWatch, KubeError> {

@@ -176,6 +176,31 @@ impl ApiServer {
         self.script_async("start-apiserver").await;
     }
 
+    /// Starts another kube-apiserver on this harness's etcd, listening on
+    /// `addr`:KUBE_PORT (a loopback address such as 127.0.0.2) with `args`
+    /// appended: a second control-plane node's API server. Its serving
+    /// certificate is the harness's (verify it as `kubernetes`).
+    pub async fn start_peer(&self, name: &str, addr: &str, args: &[&str]) -> PeerApiServer {
+        let dir = self.dir.path().to_str().expect("UTF-8 dir").to_string();
+        let mut all = vec!["start-peer", dir.as_str(), name, addr];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        let out = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            run(&refs)
+        })
+        .await
+        .unwrap();
+        if let Err(e) = out {
+            panic!("{e}");
+        }
+        PeerApiServer {
+            dir,
+            name: name.to_string(),
+            server: format!("https://{addr}:{}", self.var("KUBE_PORT")),
+        }
+    }
+
     async fn script_async(&self, cmd: &str) {
         let out = tokio::process::Command::new("bash")
             .arg(script())
@@ -263,6 +288,46 @@ impl ApiServer {
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// A second kube-apiserver of a harness ([`ApiServer::start_peer`]);
+/// stopped when dropped.
+pub struct PeerApiServer {
+    dir: String,
+    name: String,
+    /// https://ADDRESS:PORT
+    pub server: String,
+}
+
+impl PeerApiServer {
+    /// Its process id (the leader of its own process group).
+    pub fn pid(&self) -> i32 {
+        let path = Path::new(&self.dir).join(format!("{}.pid", self.name));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    /// Stops it (TERM, KILL after a grace) and waits until it is gone.
+    pub fn stop(&self) {
+        if let Err(e) = run(&["stop-peer", &self.dir, &self.name]) {
+            eprintln!("stopping {}: {e}", self.name);
+        }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(Path::new(&self.dir).join(format!("{}.log", self.name)))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PeerApiServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

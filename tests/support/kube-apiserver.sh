@@ -14,6 +14,16 @@
 #                                        start it again: same port, same etcd,
 #                                        same certs and tokens; rewrites DIR/env
 #   kube-apiserver.sh restart-apiserver DIR   stop-apiserver + start-apiserver
+#   kube-apiserver.sh start-peer DIR NAME ADDRESS [ARGS..]
+#                                        another kube-apiserver on the same
+#                                        etcd (a second control-plane node):
+#                                        ADDRESS:KUBE_PORT (a loopback address
+#                                        such as 127.0.0.2), same certs and
+#                                        tokens, extra kube-apiserver ARGS
+#                                        appended (e.g.
+#                                        --shutdown-delay-duration=3s); pid in
+#                                        DIR/NAME.pid, log DIR/NAME.log
+#   kube-apiserver.sh stop-peer DIR NAME stop it (TERM, KILL after a grace)
 #   kube-apiserver.sh env DIR            print DIR/env
 #   kube-apiserver.sh status DIR         exit 0 if both processes are alive
 #                                        and /readyz answers ok
@@ -723,6 +733,49 @@ cmd_start_apiserver() {
   log "kube-apiserver ready again in $(($(now_ms) - t0)) ms on port $API_PORT"
 }
 
+# A second kube-apiserver on the harness's etcd: the main one's arguments
+# with another bind and advertise address, plus the caller's.
+cmd_start_peer() {
+  local dir name addr t0 t_end code pid
+  dir=$(abs_dir "${1:-}")
+  name=${2:-}
+  addr=${3:-}
+  shift 3 || die "usage: start-peer DIR NAME ADDRESS [ARGS..]"
+  case $name in '' | *[!a-z0-9-]* | kube-apiserver | etcd) die "start-peer: bad NAME '$name'" ;; esac
+  [ -n "$addr" ] || die "start-peer: no ADDRESS"
+  [ -f "$dir/state" ] || die "$dir has no harness (run start first)"
+  live_pid "$dir" etcd >/dev/null || die "etcd of $dir is not running"
+  live_pid "$dir" "$name" >/dev/null && die "$name of $dir is already running"
+  load_state "$dir"
+  local -a args
+  mapfile -t args < <(grep -v -e '^--bind-address=' -e '^--advertise-address=' "$dir/kube-apiserver.args")
+  args+=("--bind-address=$addr" "--advertise-address=$addr" "$@")
+  t0=$(now_ms)
+  echo "==== $(date -u +%FT%TZ) start" >>"$dir/$name.log"
+  spawn "$dir" "$name" "$BIN" "${args[@]}"
+  pid=$(cat "$dir/$name.pid")
+  t_end=$((SECONDS + ${HAVIP_START_TIMEOUT:-60}))
+  while :; do
+    if ! proc_alive "$pid"; then
+      tail_log "$dir/$name.log"
+      die "$name exited during start-up (log: $dir/$name.log)"
+    fi
+    # The serving certificate names 127.0.0.1 and kubernetes: verify it
+    # as kubernetes, connected to ADDRESS.
+    code=$(curl -sS -o /dev/null -w '%{http_code}' -m 2 --cacert "$dir/pki/serving-ca.crt" \
+      --connect-to "kubernetes:$API_PORT:$addr:$API_PORT" \
+      "https://kubernetes:$API_PORT/readyz" 2>/dev/null) || true
+    [ "$code" = 200 ] && break
+    if [ "$SECONDS" -ge "$t_end" ]; then
+      tail_log "$dir/$name.log"
+      stop_proc "$dir" "$name"
+      die "$name start-up timed out (log: $dir/$name.log)"
+    fi
+    sleep 0.1
+  done
+  log "$name ready in $(($(now_ms) - t0)) ms on $addr:$API_PORT"
+}
+
 cmd_stop_apiserver() {
   local dir
   dir=$(abs_dir "${1:-}")
@@ -784,6 +837,8 @@ case "${1:-}" in
     cmd_stop_apiserver "${2:-}"
     cmd_start_apiserver "${2:-}"
     ;;
+  start-peer) cmd_start_peer "${@:2}" ;;
+  stop-peer) stop_proc "$(abs_dir "${2:-}")" "${3:?usage: stop-peer DIR NAME}" ;;
   env)
     d=$(abs_dir "${2:-}")
     [ -f "$d/env" ] || die "$d/env does not exist"

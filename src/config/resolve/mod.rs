@@ -5,6 +5,7 @@
 //! `tls` (credential, CA and server names for the API and the probe),
 //! `values` (the scalar parsers every section shares).
 
+mod peers;
 mod syntax;
 mod timing;
 mod tls;
@@ -94,6 +95,7 @@ impl Resolver<'_> {
         let fence = self.fence_mode(&f.fence)?;
         let lease = self.lease(&f.lease, fence)?;
         let k8s = self.k8s(&f.k8s)?;
+        let peers = self.peers(&f.k8s, &k8s, &vips)?;
         let health = self.health(&f.health, &k8s)?;
         let announce = self.announce(&f.announce)?;
         let metrics_listen = self.metrics(&f.metrics)?;
@@ -109,6 +111,7 @@ impl Resolver<'_> {
             health,
             lease,
             k8s,
+            peers,
             announce,
             metrics_listen,
             log_level,

@@ -99,6 +99,39 @@ impl Resolver<'_> {
             "health.stability_buffer",
             d::HEALTH_STABILITY_BUFFER,
         )?;
+        let rise = self.duration(&h.rise, "health.rise", stability_buffer)?;
+        let holding_interval = match &h.holding_interval {
+            None => d::HEALTH_HOLDING_INTERVAL.min(interval),
+            Some(_) => self.duration(
+                &h.holding_interval,
+                "health.holding_interval",
+                d::HEALTH_HOLDING_INTERVAL,
+            )?,
+        };
+        if holding_interval > interval {
+            return Err(self.err(
+                pos(&h.holding_interval),
+                format!(
+                    "health.holding_interval: {} is longer than health.interval {}; expected the holder to probe at least as often, e.g. 500ms with 2s",
+                    fmt_d(holding_interval),
+                    fmt_d(interval)
+                ),
+            ));
+        }
+        let decisive_refusals = match &h.decisive_refusals {
+            None => d::HEALTH_DECISIVE_REFUSALS,
+            Some(s) if (1..=10).contains(&s.value) => s.value,
+            Some(s) => {
+                return Err(self.err(
+                    at(s),
+                    format!(
+                        "health.decisive_refusals: {} is out of range; expected 1 to 10 refused connections in a row (default {})",
+                        s.value,
+                        d::HEALTH_DECISIVE_REFUSALS
+                    ),
+                ));
+            }
+        };
         let timeout = match &h.timeout {
             Some(_) => self.duration(&h.timeout, "health.timeout", d::HEALTH_TIMEOUT)?,
             // The default must stay below a short interval too.
@@ -146,8 +179,11 @@ impl Resolver<'_> {
             authenticate,
             endpoint,
             interval,
+            holding_interval,
             timeout,
             stability_buffer,
+            rise,
+            decisive_refusals,
             ca_cert,
             tls_server_name,
             insecure_skip_tls_verify,

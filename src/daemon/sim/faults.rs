@@ -504,7 +504,15 @@ impl Sim {
                 out = Some(t);
             }
             Fault::Unhealthy(t) => {
-                s.probe.set(false, "connection refused");
+                // Half of them decisive (a holder steps down at the second
+                // probe, not after the buffer), chosen without drawing from
+                // the generator so every seed's schedule stays as it was.
+                if t.as_millis() % 2 == 0 {
+                    s.probe
+                        .fail(crate::health::Failure::Refused, "connection refused");
+                } else {
+                    s.probe.set(false, "timeout after 1s");
+                }
                 s.healthy_since = None;
                 s.healthy_at = Some(now + t);
                 // The daemon sees it only once the stability filter flips

@@ -159,14 +159,16 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
     let filter = match resumed {
         Some(last_ok) => StabilityFilter::resumed_since(cfg.health.stability_buffer, last_ok),
         None => StabilityFilter::new(cfg.health.stability_buffer),
+    }
+    .configured(&cfg.health);
+    // The real pace: faster while holding, as `ha-vip run` probes.
+    let (holding, holding_rx) = watch::channel(false);
+    let pace = health::Pace {
+        interval: cfg.health.interval,
+        holding_interval: cfg.health.holding_interval,
+        holding: holding_rx,
     };
-    let monitor = health::monitor_recorded(
-        env.probe.clone(),
-        cfg.health.interval,
-        filter,
-        health_file,
-        health_tx,
-    );
+    let monitor = health::monitor_recorded(env.probe.clone(), pace, filter, health_file, health_tx);
     let health = (tokio::spawn(monitor), health_rx);
 
     let d = Daemon::<SimIo>::assemble(
@@ -184,6 +186,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 events: lease_events,
             },
             health,
+            holding,
             notifier: SdNotifier::new(None, None),
             metrics: Metrics::new(&cfg.vips),
             metrics_server: None,

@@ -150,7 +150,7 @@ impl<S: LeaseStore> Elector<S> {
         let mut current = l.current;
         for _ in 0..RELEASE_WRITES {
             let record = LeaseRecord::released(current.record.transitions);
-            let e = match timeout_at(deadline, self.store.update(&current, &record)).await {
+            let e = match timeout_at(deadline, self.store.release(&current, &record)).await {
                 Ok(Ok(stored)) => {
                     self.observe(Some(stored), events).await;
                     return;
@@ -165,7 +165,7 @@ impl<S: LeaseStore> Elector<S> {
                 tracing::warn!(error = %e, "lease release failed; re-reading the lease");
                 emit_failed(events, e).await;
             }
-            let lease = match timeout_at(deadline, self.store.get()).await {
+            let lease = match timeout_at(deadline, self.store.get_for_release()).await {
                 Ok(Ok(lease)) => lease,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "{NOT_RELEASED}");
