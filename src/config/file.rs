@@ -39,6 +39,8 @@ pub(super) struct File {
     pub log: Log,
     /// Directory of the status file that `ha-vip status` reads.
     pub run_dir: Leaf<String>,
+    /// Directory of state kept across reboots (`ha-vip drain`).
+    pub state_dir: Leaf<String>,
 }
 
 /// `health:` section.

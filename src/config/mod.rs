@@ -39,6 +39,8 @@ pub struct Config {
     pub log_level: String,
     /// Directory of the status file.
     pub run_dir: PathBuf,
+    /// Directory of the state kept across restarts and reboots (a drain).
+    pub state_dir: PathBuf,
 }
 
 /// One virtual IP with its prefix length.
@@ -208,6 +210,11 @@ impl Config {
             files.push(("health.ca_cert", p.clone()));
         }
         files
+    }
+
+    /// Path of the control socket (`ha-vip drain`, `undrain`, `handover`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_dir.join("control.sock")
     }
 
     /// Path of the status file `ha-vip status` reads.

@@ -232,6 +232,7 @@ impl<I: Io> Daemon<I> {
             .add_announcements(observe::AnnounceFamily::Ipv6Na, sent.na - seen.na);
         self.status.holder = self.holder.clone();
         self.status.healthy = self.machine.healthy();
+        self.status.drained = self.machine.drained();
         // The credential reloads itself when its files change (kube::Credentials).
         let cert = self.creds.as_ref().and_then(|c| c.client_certificate());
         self.metrics
@@ -321,6 +322,7 @@ impl<I: Io> Daemon<I> {
         match super::setup::spawn_control(&cfg, &self.metrics, self.parts.campaigning()) {
             Ok(control) => {
                 self.creds = control.creds.clone();
+                self.controls.handover = control.handover.clone();
                 // The status writer follows the new credential too.
                 self.cluster = crate::cluster::spawn(&cfg, &self.metrics);
                 self.lease_events = self.parts.replace_control(control);

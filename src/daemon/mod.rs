@@ -5,6 +5,7 @@
 //! and the metrics server. The main loop itself pings the systemd watchdog,
 //! so a hung loop gets the daemon restarted.
 
+mod control;
 mod effects;
 mod metered;
 pub use effects::list;
@@ -66,7 +67,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
         hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
     };
-    let d = setup::start(config).await?;
+    let mut d = setup::start(config).await?;
+    // `ha-vip run` holds the single-instance lock by now.
+    d.controls.listen(&d.cfg);
     serve(d, signals, config_path).await
 }
 
@@ -137,6 +140,8 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
+            // Operator controls: rare, and each ends in a machine step.
+            Some(p) = d.controls.next() => d.on_control(p).await,
             // Everything else in turn, not in a fixed order: renewals come
             // every retry_period, and when a slow kernel makes refreshing
             // the VIPs take longer than that, a fixed order would never get
@@ -286,6 +291,8 @@ pub(crate) struct Daemon<I: Io = Real> {
     pub(crate) removal_retry: Option<Instant>,
     /// Feeds this node's entry of the VirtualIP object (never blocks).
     pub(crate) cluster: crate::cluster::Cluster,
+    /// The operator's controls (drain, undrain, handover).
+    pub(crate) controls: control::Controls,
 }
 
 impl<I: Io> Daemon<I> {

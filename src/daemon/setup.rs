@@ -194,6 +194,11 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         None => (None, status_writer),
     };
 
+    // Drained before this start (ha-vip drain): out from the first moment.
+    if super::control::drained_at_start(&cfg) {
+        // Its only action, Campaign(false), is what the elector starts with.
+        let _ = machine.step(crate::machine::Event::Drain, Instant::now());
+    }
     metrics.set_healthy(machine.healthy());
     let control = spawn_control(&cfg, &metrics, machine.campaigning())?;
     let filter = match resumed {
@@ -315,6 +320,7 @@ impl<I: Io> Daemon<I> {
             removal_retry: None,
             sleep: w.sleep,
             cluster: w.cluster,
+            controls: super::control::Controls::new(&cfg, w.control.handover),
             cfg,
         }
     }
@@ -327,6 +333,8 @@ pub(crate) struct Control {
     pub(crate) campaign: watch::Sender<bool>,
     pub(crate) elector: JoinHandle<()>,
     pub(crate) events: mpsc::Receiver<LeaseEvent>,
+    /// The node the elector's next release hands over to.
+    pub(crate) handover: crate::lease::HandoverSlot,
 }
 
 /// Loads the credential and starts the lease elector (or the single-node
@@ -348,6 +356,7 @@ pub(crate) fn spawn_control(
             campaign: campaign_tx,
             elector,
             events,
+            handover: Default::default(),
         });
     }
     let client = KubeClient::from_config(cfg)?;
@@ -363,13 +372,16 @@ pub(crate) fn spawn_control(
         inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name),
         metrics: metrics.clone(),
     };
-    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
+    let handover = crate::lease::HandoverSlot::default();
+    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease))
+        .with_handover(handover.clone());
     let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
     Ok(Control {
         creds: Some(creds),
         campaign: campaign_tx,
         elector,
         events,
+        handover,
     })
 }
 

@@ -189,6 +189,9 @@ pub struct Status {
     /// The metrics endpoint, when enabled: filled in by [`StatusWriter`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsStatus>,
+    /// `ha-vip drain`: out of the election until `ha-vip undrain`.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// The client certificate the daemon presents to the API server.
@@ -237,6 +240,7 @@ impl Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             client_certificate: None,
             metrics: None,
+            drained: false,
         }
     }
 
@@ -464,6 +468,12 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         Some(p) => format!("last probe failed {}: {}", ago(p.at, now), p.reason),
     };
     lines.push(("health", format!("{health} ({probe})")));
+    if status.drained {
+        lines.push((
+            "drained",
+            "yes: not taking the VIP until `ha-vip undrain`".to_owned(),
+        ));
+    }
     if status.vips.is_empty() {
         lines.push(("VIPs", "none".to_owned()));
     }

@@ -101,6 +101,10 @@ impl Resolver<'_> {
             None => PathBuf::from(d::RUN_DIR),
             Some(s) => self.abs_path(s, "run_dir", "/run/ha-vip")?,
         };
+        let state_dir = match &f.state_dir {
+            None => PathBuf::from(d::STATE_DIR),
+            Some(s) => self.abs_path(s, "state_dir", "/var/lib/ha-vip")?,
+        };
         Ok(Config {
             node_name,
             interface,
@@ -112,6 +116,7 @@ impl Resolver<'_> {
             metrics_listen,
             log_level,
             run_dir,
+            state_dir,
         })
     }
 

@@ -121,6 +121,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 campaign,
                 elector,
                 events: lease_events,
+                handover: Default::default(),
             },
             health,
             notifier: SdNotifier::new(None, None),

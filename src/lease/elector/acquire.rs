@@ -48,7 +48,9 @@ impl<S: LeaseStore> Elector<S> {
                         cur.record.next_transitions()
                     },
                 };
-                self.store.update(cur, &record).await
+                // A handover annotation has done its job once the Lease
+                // is taken: the write drops it.
+                self.store.update(&cur.with_handover(None), &record).await
             }
         };
         let e = match result {
