@@ -31,10 +31,14 @@ pub fn send(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
         source,
     })?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
+    // A daemon that refuses us (not root) answers before it reads: its
+    // answer is what to show, not the broken pipe of our write.
+    let sent = stream.write_all(line.as_bytes());
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    let read = BufReader::new(stream).read_line(&mut answer);
     if answer.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
         return Err(io(std::io::Error::new(
             ErrorKind::UnexpectedEof,
             "the daemon closed the connection without an answer",
