@@ -93,7 +93,10 @@ async fn only_root_peers_reach_the_daemon() {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("$ ha-vip undrain (as nobody, socket 0600)\n{err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("permission denied") && err.contains("root only"), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("root only"),
+        "{err}"
+    );
 
     // nobody, mode loosened to 0666: the daemon refuses by SO_PEERCRED.
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -110,7 +113,10 @@ async fn only_root_peers_reach_the_daemon() {
     );
     // Nothing from nobody reached the main loop.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(seen.try_recv().is_err(), "a non-root request reached the daemon");
+    assert!(
+        seen.try_recv().is_err(),
+        "a non-root request reached the daemon"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,21 +126,20 @@ async fn a_request_cut_off_changes_nothing_and_drain_without_the_object_needs_fo
     let (_, cfg) = config(dir.path());
     let socket = cfg.control_socket();
     let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    let _task = Server::bind(&socket)
-        .unwrap()
-        .spawn(Checks::new(&cfg), tx);
+    let _task = Server::bind(&socket).unwrap().spawn(Checks::new(&cfg), tx);
     // Half a request, then gone: nothing reaches the main loop.
     let mut c = tokio::net::UnixStream::connect(&socket).await.unwrap();
-    c.write_all(br#"{"command":"drain","force":tr"#).await.unwrap();
+    c.write_all(br#"{"command":"drain","force":tr"#)
+        .await
+        .unwrap();
     drop(c);
     // Single-node mode: the daemon cannot count the healthy nodes.
     let s = socket.clone();
-    let reply = tokio::task::spawn_blocking(move || {
-        client::send(&s, &Request::Drain { force: false })
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let reply =
+        tokio::task::spawn_blocking(move || client::send(&s, &Request::Drain { force: false }))
+            .await
+            .unwrap()
+            .unwrap();
     assert!(!reply.ok, "{reply:?}");
     assert!(
         reply.message.contains("single-node mode") && reply.message.contains("--force"),
@@ -145,7 +150,13 @@ async fn a_request_cut_off_changes_nothing_and_drain_without_the_object_needs_fo
     c.write_all(b"{\"command\":\"reboot\"}\n").await.unwrap();
     let mut answer = String::new();
     c.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.contains("not a request this daemon understands"), "{answer}");
+    assert!(
+        answer.contains("not a request this daemon understands"),
+        "{answer}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(rx.try_recv().is_err(), "a refused or partial request reached the daemon");
+    assert!(
+        rx.try_recv().is_err(),
+        "a refused or partial request reached the daemon"
+    );
 }
