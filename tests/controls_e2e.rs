@@ -346,3 +346,87 @@ fn serial_e2e_drain_undrain_and_handover_move_the_vip_without_overlap() {
     // non-holder adds none.
     assert!(released >= 4, "{seen:?}");
 }
+
+/// A node of higher priority takes the VIP over from the holder once the
+/// holder has seen it healthy for preempt_delay, and not before; the lower
+/// one does not take it back.
+#[test]
+fn serial_e2e_a_higher_priority_node_takes_over_after_preempt_delay() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    rt.block_on(install_crd(&api));
+    let bed = Testbed::new(&api, 2, "prio");
+    let object = bed.access.lease.clone();
+    let delay = Duration::from_secs(4);
+    let mut nodes: Vec<Node> = [0i64, 10]
+        .iter()
+        .enumerate()
+        .map(|(i, prio)| {
+            let name = format!("node{}", i + 1);
+            let state = bed.dir.path().join(format!("state-{name}"));
+            bed.node(
+                i,
+                &name,
+                &format!(
+                    "{FAST_HEALTH}state_dir: {}\npriority: {prio}\npreempt_delay: {}s\n",
+                    state.display(),
+                    delay.as_secs()
+                ),
+            )
+        })
+        .collect();
+    nodes[0].start();
+    wait_for_holder(&bed, 0, &nodes, "the only node");
+    let vip: IpAddr = bed.lab.vip().into();
+    let meter = HolderMeter::start(&bed.lab.nodes, vip);
+    nodes[1].start();
+    let name = nodes[1].name.clone();
+    rt.block_on(wait_object(&api, &object, "node2 healthy", |o| {
+        o.status
+            .node(&name)
+            .is_some_and(|n| n.healthy && n.priority == 10)
+    }));
+    let ready = Instant::now();
+    let t_take = loop {
+        match holder(&bed) {
+            Some(1) => break ready.elapsed(),
+            Some(0) | None => {}
+            other => panic!("unexpected holder {other:?}"),
+        }
+        assert!(
+            ready.elapsed() < delay + Duration::from_secs(15),
+            "no preemption\n{}",
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    eprintln!(
+        "node2 (priority 10) took the VIP {t_take:?} after it was healthy (preempt_delay {delay:?})"
+    );
+    assert!(
+        t_take + Duration::from_millis(500) >= delay,
+        "preempted before preempt_delay: {t_take:?}\n{}",
+        logs(&nodes)
+    );
+    // The lower one does not take it back.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(holder(&bed), Some(1), "{}", logs(&nodes));
+    let samples = meter.finish();
+    assert_eq!(
+        overlap(&samples),
+        Duration::ZERO,
+        "two nodes had the VIP at once"
+    );
+    let seen = rt.block_on(events(&api, &object));
+    assert!(
+        seen.iter().any(|(n, r, _)| n == "node1" && r == "Released"),
+        "{seen:?}"
+    );
+}

@@ -41,6 +41,11 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Directory of the state kept across restarts and reboots (a drain).
     pub state_dir: PathBuf,
+    /// Election priority, published in the VirtualIP object (default 0).
+    pub priority: i64,
+    /// While holding: hand over to a node of higher priority that has been
+    /// healthy this long. `None` (the default): never preempted.
+    pub preempt_delay: Option<Duration>,
 }
 
 /// One virtual IP with its prefix length.

@@ -17,6 +17,7 @@
 
 pub mod checks;
 pub mod client;
+pub mod preempt;
 pub mod server;
 pub mod state;
 

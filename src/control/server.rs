@@ -28,6 +28,12 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A request from inside the daemon (preemption), and its answer.
+    pub(crate) fn new(request: Request) -> (Self, oneshot::Receiver<Reply>) {
+        let (reply, rx) = oneshot::channel();
+        (Self { request, reply }, rx)
+    }
+
     /// Sends the answer; a client that went away meanwhile misses it, and
     /// what was done stays done.
     pub fn answer(self, reply: Reply) {

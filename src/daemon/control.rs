@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::Daemon;
@@ -22,6 +22,10 @@ use crate::machine::{Event, Reason, Role};
 pub(crate) struct Controls {
     rx: Option<mpsc::Receiver<Pending>>,
     task: Option<JoinHandle<()>>,
+    /// Preemption by priority (only with `preempt_delay`).
+    preempt: Option<JoinHandle<()>>,
+    /// Whether we hold the VIP, for the preemption task.
+    leading: watch::Sender<bool>,
     /// Where a drain is kept across restarts.
     pub(crate) state: DrainState,
     /// Where the elector finds the node its next release hands over to.
@@ -34,6 +38,8 @@ impl Controls {
         Self {
             rx: None,
             task: None,
+            preempt: None,
+            leading: watch::channel(false).0,
             state: DrainState::new(&cfg.state_dir),
             handover,
         }
@@ -44,15 +50,22 @@ impl Controls {
     /// that cannot be bound costs the controls, never the failover: an
     /// ERROR says so.
     pub(crate) fn listen(&mut self, cfg: &Config) {
+        let (tx, rx) = mpsc::channel(4);
+        self.preempt = crate::control::preempt::spawn(cfg, self.leading.subscribe(), tx.clone());
         match Server::bind(&cfg.control_socket()) {
             Ok(server) => {
-                let (tx, rx) = mpsc::channel(4);
                 tracing::debug!(socket = %server.path().display(), "serving the control socket");
                 self.task = Some(server.spawn(Checks::new(cfg), tx));
-                self.rx = Some(rx);
             }
             Err(e) => tracing::error!(error = %e, "operator controls unavailable"),
         }
+        self.rx = Some(rx);
+    }
+
+    /// Tells the preemption task whether we hold the VIP now.
+    pub(crate) fn set_leading(&self, leading: bool) {
+        self.leading
+            .send_if_modified(|l| std::mem::replace(l, leading) != leading);
     }
 
     /// The next checked request; never, while not listening.
@@ -66,7 +79,7 @@ impl Controls {
 
 impl Drop for Controls {
     fn drop(&mut self) {
-        if let Some(t) = &self.task {
+        for t in [&self.task, &self.preempt].into_iter().flatten() {
             t.abort();
         }
     }

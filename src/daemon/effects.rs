@@ -219,6 +219,7 @@ impl<I: Io> Daemon<I> {
         self.metrics.record_transition(from, to, reason);
         self.status.transition(to, reason, now);
         self.cluster.record(from, to, reason, now);
+        self.controls.set_leading(to == Role::Leader);
     }
 
     /// Writes the status file and sends STATUS= when something changed, and
