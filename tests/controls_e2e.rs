@@ -243,34 +243,44 @@ fn serial_e2e_drain_undrain_and_handover_move_the_vip_without_overlap() {
     nodes[h].signal(Signal::SIGTERM);
     assert!(nodes[h].wait(Duration::from_secs(20)).is_some());
     nodes[h].start();
+    let pid = nodes[h].pid().unwrap().as_raw();
+    let t0 = Instant::now();
+    loop {
+        let out = ctl(&nodes[h], &["status", "--json"]);
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if s["pid"] == pid && s["drained"] == true && s["healthy"] == true {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "restarted node not drained and healthy\n{}",
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The restarted daemon holds the lock: a second one is refused and
+    // leaves its socket alone (the undrain below goes through it).
     let second = ns_exec(
         &nodes[h].ns,
         &[
+            "timeout",
+            "20",
             binary().to_str().unwrap(),
             "run",
             "-c",
             nodes[h].config.to_str().unwrap(),
         ],
     );
-    assert!(!second.status.success(), "a second daemon must not start");
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "a second daemon must not start"
+    );
     assert!(
         String::from_utf8_lossy(&second.stderr).contains("another ha-vip is running"),
         "{}",
         String::from_utf8_lossy(&second.stderr)
     );
-    let t0 = Instant::now();
-    loop {
-        let out = ctl(&nodes[h], &["status", "--json"]);
-        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if s["drained"] == true && s["healthy"] == true {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "restarted node not drained and healthy"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
     let out = ctl(&nodes[h], &["status"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("drained"));
     assert!(nodes[h].log_text().contains("this node is drained"));
