@@ -29,7 +29,7 @@ pub struct Checks {
 #[derive(Debug)]
 pub enum Seen {
     /// The object as read.
-    Object(VirtualIp),
+    Object(Box<VirtualIp>),
     /// Why there is none to judge from (a sentence).
     Unknown(String),
 }
@@ -75,7 +75,7 @@ impl Checks {
             );
         };
         match fetch(client, &self.object).await {
-            Ok(Some(obj)) => Seen::Object(obj),
+            Ok(Some(obj)) => Seen::Object(Box::new(obj)),
             Ok(None) => Seen::Unknown(format!(
                 "the VirtualIP object {} does not exist, so the daemon cannot see the other nodes' health (is its CRD installed? {CRD_HINT})",
                 self.object
@@ -110,9 +110,9 @@ pub fn drain(seen: &Seen, me: &str, now: SystemTime) -> Result<(), String> {
     let me_ready = obj.status.node(me).is_some_and(|n| n.can_take_over(now));
     if me_ready && standbys(obj, me, now).is_empty() {
         return Err(format!(
-            "refusing to drain {me}: it is the last healthy node of VirtualIP {} (ready {}; every other node is unhealthy, drained or not reporting), so nobody would hold {}; bring another node back first (ha-vip status --cluster), or drain anyway with --force",
+            "refusing to drain {me}: it is the last healthy node of VirtualIP {} (the other {} are unhealthy, drained or not reporting), so nobody would hold {}; bring another node back first (ha-vip status --cluster), or drain anyway with --force",
             obj.metadata.name,
-            obj.status.ready_text(now),
+            obj.status.nodes.len().saturating_sub(1),
             obj.spec.vips.join(", "),
         ));
     }
@@ -137,9 +137,9 @@ pub fn handover(seen: &Seen, me: &str, to: Option<&str>, now: SystemTime) -> Res
     let Some(to) = to else {
         return if standbys(obj, me, now).is_empty() {
             Err(format!(
-                "refusing to hand over: no other node of VirtualIP {} is healthy, undrained and reporting (ready {}); see ha-vip status --cluster",
-                obj.metadata.name,
-                obj.status.ready_text(now)
+                "refusing to hand over: none of the other {} nodes of VirtualIP {} is healthy, undrained and reporting; see ha-vip status --cluster",
+                obj.status.nodes.len().saturating_sub(1),
+                obj.metadata.name
             ))
         } else {
             Ok(())
@@ -197,7 +197,7 @@ mod tests {
             ..VirtualIp::default()
         };
         obj.metadata.name = "vip".into();
-        Seen::Object(obj)
+        Seen::Object(Box::new(obj))
     }
 
     #[test]
@@ -256,7 +256,7 @@ mod tests {
             node("c", false, false, 1, now),
         ]);
         let err = handover(&alone, "a", None, now).unwrap_err();
-        assert!(err.contains("no other node"), "{err}");
+        assert!(err.contains("none of the other 1 nodes"), "{err}");
         assert!(handover(&Seen::Unknown("x".into()), "a", None, now).is_err());
     }
 }
