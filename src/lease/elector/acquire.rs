@@ -56,6 +56,13 @@ impl<S: LeaseStore> Elector<S> {
         let e = match result {
             Ok(stored) => {
                 tracing::info!(identity = %self.identity, "acquired the lease");
+                // A handover asked for while we were not holding (the Lease
+                // was lost meanwhile) named nobody; it must not name anyone
+                // in a release of this new term.
+                self.handover
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 self.recovered(Step::Acquire);
                 self.observe(Some(stored.clone()), events).await;
                 self.watch = None;
