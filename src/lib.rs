@@ -8,6 +8,7 @@ pub mod announce;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod credential;
 pub mod daemon;
 pub mod fence;

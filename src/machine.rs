@@ -67,6 +67,18 @@ pub enum Event {
     Suspending,
     /// logind announced the resume: campaign again once healthy.
     Resumed,
+    /// `ha-vip drain` (or a drained state found at start): hand over
+    /// (VIPs, then Lease) and stay out of the election until
+    /// [`Event::Undrain`].
+    Drain,
+    /// `ha-vip undrain`: campaign again once healthy.
+    Undrain,
+    /// `ha-vip handover`: the holder hands over (VIPs, then Lease) and
+    /// stays out of the election for `hold`, so a standby takes the Lease.
+    Handover {
+        /// How long this node keeps out after releasing.
+        hold: Duration,
+    },
 }
 
 /// Something the daemon must do, in the order returned.
@@ -105,7 +117,8 @@ pub struct Machine {
     fence: Option<Instant>,
     /// Whether we asked for the VIPs to be on the interface.
     vips_set: bool,
-    /// After a VIP failure: campaign again (if healthy) at this instant.
+    /// After a VIP failure or a handover: campaign again (if healthy) at
+    /// this instant.
     retry_at: Option<Instant>,
     /// The last campaign wish sent to the elector.
     campaigning: bool,
@@ -124,6 +137,8 @@ pub struct Machine {
     /// When a sleep was last noticed: a lease write sent before it may be
     /// older than the monotonic clock says, so it grants nothing.
     slept_at: Option<Instant>,
+    /// Between [`Event::Drain`] and [`Event::Undrain`]: do not campaign.
+    drained: bool,
 }
 
 /// How long a node whose VIP could not be added stays out of the election.
@@ -147,7 +162,13 @@ impl Machine {
             outer_slack: Duration::ZERO,
             suspended: false,
             slept_at: None,
+            drained: false,
         }
+    }
+
+    /// Whether the operator drained this node.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// The same machine, whose VIP interface's carrier counts again only
@@ -317,6 +338,33 @@ impl Machine {
                     }
                 }
             }
+            Event::Drain => {
+                if self.role != Role::Stopping {
+                    if self.role == Role::Leader {
+                        self.lose(Reason::Drained, &mut out);
+                    }
+                    self.drained = true;
+                    self.campaign(false, &mut out);
+                }
+            }
+            Event::Undrain => {
+                if self.drained {
+                    self.drained = false;
+                    if self.may_campaign() {
+                        self.campaign(true, &mut out);
+                    }
+                }
+            }
+            Event::Handover { hold } => {
+                if self.role == Role::Leader {
+                    self.lose(Reason::HandedOver, &mut out);
+                    self.campaign(false, &mut out);
+                    // Like the VIP-failure back-off: a later one keeps the
+                    // longer wait.
+                    let until = now + hold;
+                    self.retry_at = Some(self.retry_at.map_or(until, |r| r.max(until)));
+                }
+            }
         }
         out
     }
@@ -364,14 +412,15 @@ impl Machine {
     }
 
     /// Whether a follower may compete for the lease now: stable-healthy, a
-    /// VIP interface with a carrier, not backing off after a VIP failure,
-    /// not suspended.
+    /// VIP interface with a carrier, not backing off after a VIP failure or
+    /// a handover, not suspended, not drained.
     fn may_campaign(&self) -> bool {
         self.role == Role::Follower
             && self.healthy
             && self.carrier
             && self.retry_at.is_none()
             && !self.suspended
+            && !self.drained
     }
 
     /// Leaves leadership: the VIPs go first.
@@ -411,6 +460,9 @@ impl Machine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod control_tests;
 
 #[cfg(test)]
 mod sim;

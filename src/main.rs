@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use ha_vip::cli::{self, Cli, CliError, Command};
 use ha_vip::config::Config;
+use ha_vip::control::Request;
 use ha_vip::logging;
 
 fn main() -> ExitCode {
@@ -44,6 +45,18 @@ fn execute(command: Command) -> Result<(), CliError> {
                 cli::status(&cli::load(&config)?, json)
             }
         }
+        Command::Drain { force, config } => {
+            logging::init_stderr("warn");
+            control(&config, Request::Drain { force })
+        }
+        Command::Undrain { config } => {
+            logging::init_stderr("warn");
+            control(&config, Request::Undrain)
+        }
+        Command::Handover { to, config } => {
+            logging::init_stderr("warn");
+            control(&config, Request::Handover { to })
+        }
         Command::CheckConfig { path } => {
             logging::init_stderr("warn");
             cli::check_config(&path, &mut io::stdout().lock(), &mut io::stderr().lock())
@@ -57,6 +70,11 @@ fn execute(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Sends one operator control to the daemon configured at `path`.
+fn control(path: &Path, request: Request) -> Result<(), CliError> {
+    cli::control(&cli::load(path)?, &request, &mut io::stdout().lock())
 }
 
 /// Loads the configuration, then starts logging at its level (to the

@@ -70,6 +70,14 @@ pub enum TransitionReason {
     Suspended,
     /// logind announced a suspend: VIPs removed and Lease released first.
     Suspending,
+    /// `ha-vip drain`: VIPs removed and Lease released; out of the
+    /// election until `ha-vip undrain`.
+    Drained,
+    /// `ha-vip handover`: VIPs removed and Lease released for a standby.
+    HandedOver,
+    /// `ha-vip undrain`. Not a role change: recorded (role unchanged) for
+    /// its Event only, like a drain of a node that does not hold the VIP.
+    Undrained,
 }
 
 impl TransitionReason {
@@ -86,6 +94,9 @@ impl TransitionReason {
             Self::CarrierLost => "carrier_lost",
             Self::Suspended => "suspended",
             Self::Suspending => "suspending",
+            Self::Drained => "drained",
+            Self::HandedOver => "handed_over",
+            Self::Undrained => "undrained",
         }
     }
 
@@ -102,6 +113,9 @@ impl TransitionReason {
             Self::CarrierLost => "VIP interface lost carrier",
             Self::Suspended => "the machine slept; VIPs removed on waking",
             Self::Suspending => "the machine is about to sleep; handed over",
+            Self::Drained => "drained by the operator (ha-vip drain)",
+            Self::HandedOver => "handed over by the operator (ha-vip handover)",
+            Self::Undrained => "undrained by the operator (ha-vip undrain)",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod check;
 mod cluster;
+mod control;
 mod credential;
 mod release;
 mod run;
@@ -18,6 +19,7 @@ use crate::config::{Config, ConfigError, defaults};
 
 pub use check::check_config;
 pub use cluster::status_cluster;
+pub use control::control;
 pub use credential::{CredentialCommand, IssueArgs, credential};
 pub use release::release;
 pub use run::run;
@@ -78,6 +80,36 @@ pub enum Command {
         #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Stop taking the VIP on this node: a holder hands it over at once
+    /// (VIPs removed, then the Lease released); kept across restarts and
+    /// reboots until `ha-vip undrain`. Refused for the last healthy node
+    /// unless --force.
+    Drain {
+        /// Drain even the last healthy node, or when the other nodes'
+        /// health cannot be read (no VirtualIP object, single-node mode).
+        #[arg(long)]
+        force: bool,
+        /// Configuration file (it names run_dir, where the control socket is).
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Let a drained node take the VIP again (once its API server is healthy).
+    Undrain {
+        /// Configuration file.
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// On the holder: hand the VIP over to a healthy standby, or to NODE;
+    /// the other nodes keep out for 5 s so that NODE takes it.
+    Handover {
+        /// The node to hand over to (healthy, undrained, reporting in the
+        /// VirtualIP object); any healthy standby when left out.
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+        /// Configuration file.
+        #[arg(long, short, value_name = "PATH", default_value = defaults::CONFIG_PATH)]
+        config: PathBuf,
+    },
     /// Issue a least-privilege credential for ha-vip (see `ha-vip credential issue --help`).
     Credential {
         /// What to do.
@@ -123,6 +155,12 @@ pub enum CliError {
     /// `status --cluster` could not read the cluster view.
     #[error("cannot show the cluster view: {0}")]
     Cluster(String),
+    /// The daemon could not be reached over its control socket.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// The daemon refused the control; the message says why.
+    #[error("{0}")]
+    Refused(String),
     /// The command has reported already; exit with this code.
     #[error("")]
     Exit(u8),
@@ -145,6 +183,8 @@ impl CliError {
             | Self::Credential(_)
             | Self::Status(_)
             | Self::Cluster(_)
+            | Self::Control(_)
+            | Self::Refused(_)
             | Self::Output(_) => exit::RUNTIME,
         }
     }

@@ -44,7 +44,23 @@ pub fn plan(t: &Recorded, node: &str, vips: &str) -> Option<Planned> {
         kind: "Warning",
         message: format!("{node} lost {vips}: {cause}"),
     };
+    let released = |cause: &str| Planned {
+        reason: "Released",
+        kind: "Normal",
+        message: format!("{node} released {vips} and the lease (planned handover: {cause})"),
+    };
     Some(match (t.from, t.to, t.reason) {
+        // The operator's controls, recorded with the role unchanged.
+        (from, to, TransitionReason::Drained) if from == to => Planned {
+            reason: "Drained",
+            kind: "Normal",
+            message: format!("{node} drained: it does not take {vips} until `ha-vip undrain`"),
+        },
+        (from, to, TransitionReason::Undrained) if from == to => Planned {
+            reason: "Undrained",
+            kind: "Normal",
+            message: format!("{node} undrained: it may take {vips} again"),
+        },
         (_, Role::Leader, _) => Planned {
             reason: "Acquired",
             kind: "Normal",
@@ -55,6 +71,17 @@ pub fn plan(t: &Recorded, node: &str, vips: &str) -> Option<Planned> {
             kind: "Normal",
             message: format!(
                 "{node} released {vips} and the lease (planned handover: shutting down)"
+            ),
+        },
+        (Role::Leader, _, TransitionReason::Drained) => released("drained"),
+        (Role::Leader, _, TransitionReason::HandedOver) => released("ha-vip handover"),
+        // The machine slept holding the VIPs: the kernel's lifetime fence
+        // (and our removal on waking) took them; the Lease is gone by now.
+        (Role::Leader, _, TransitionReason::Suspended) => Planned {
+            reason: "Fenced",
+            kind: "Warning",
+            message: format!(
+                "{node} lost {vips}: the machine slept (freeze or suspend) holding them; the kernel fence removed them and the lease expired meanwhile"
             ),
         },
         (Role::Leader, _, TransitionReason::RenewDeadline) => {
@@ -247,6 +274,26 @@ mod tests {
             Some(("LostLease", "Warning"))
         );
         assert_eq!(p(t(Starting, Follower, R::Started)), None);
+        assert_eq!(
+            p(t(Leader, Follower, R::Drained)),
+            Some(("Released", "Normal"))
+        );
+        assert_eq!(
+            p(t(Leader, Follower, R::HandedOver)),
+            Some(("Released", "Normal"))
+        );
+        assert_eq!(
+            p(t(Leader, Follower, R::Suspended)),
+            Some(("Fenced", "Warning"))
+        );
+        assert_eq!(
+            p(t(Follower, Follower, R::Drained)),
+            Some(("Drained", "Normal"))
+        );
+        assert_eq!(
+            p(t(Leader, Leader, R::Undrained)),
+            Some(("Undrained", "Normal"))
+        );
         assert_eq!(p(t(Follower, Stopping, R::Shutdown)), None);
         let msg = plan(&t(Leader, Follower, R::Unhealthy), "cp-1", "10.0.0.100/32")
             .unwrap()

@@ -71,7 +71,7 @@ impl Settings {
             object: cfg.lease.name.clone(),
             lease_namespace: cfg.lease.namespace.clone(),
             vips: cfg.vips.iter().map(ToString::to_string).collect(),
-            priority: 0,
+            priority: cfg.priority,
             heartbeat: HEARTBEAT,
             min_gap: MIN_GAP,
             stale_after: 2 * HEARTBEAT + cfg.lease.duration,

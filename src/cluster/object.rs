@@ -126,6 +126,9 @@ pub struct NodeEntry {
     /// Election priority (all equal by default).
     #[serde(default)]
     pub priority: i64,
+    /// Drained by the operator (`ha-vip drain`): not taking the VIP.
+    #[serde(default)]
+    pub drained: bool,
     /// ha-vip version on the node.
     #[serde(default)]
     pub version: String,
@@ -158,6 +161,11 @@ impl NodeEntry {
     /// Healthy and not stale: what READY counts.
     pub fn ready(&self, now: SystemTime) -> bool {
         self.healthy && !self.stale(now)
+    }
+
+    /// Ready and not drained: a node that would take the VIP over.
+    pub fn can_take_over(&self, now: SystemTime) -> bool {
+        self.ready(now) && !self.drained
     }
 }
 

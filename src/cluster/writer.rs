@@ -39,6 +39,7 @@ enum WriteError {
 struct Key {
     role: Role,
     healthy: bool,
+    drained: bool,
     holder: Option<String>,
     transition: Option<(TransitionReason, SystemTime)>,
 }
@@ -47,6 +48,7 @@ fn key(s: &Status) -> Key {
     Key {
         role: s.role,
         healthy: s.healthy,
+        drained: s.drained,
         holder: s.holder.clone(),
         transition: s
             .last_transition
@@ -298,6 +300,7 @@ impl Writer {
             "role": st.role.as_str(),
             "healthy": st.healthy,
             "priority": self.s.priority,
+            "drained": st.drained,
             "version": st.version,
             "heartbeatTime": format_time(SystemTime::now()),
             "staleAfterSeconds": self.s.stale_after.as_secs().max(1),

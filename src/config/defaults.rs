@@ -58,6 +58,8 @@ pub const METRICS_LISTEN: &str = "127.0.0.1:9405";
 pub const LOG_LEVEL: &str = "info";
 /// Directory of the status file read by `ha-vip status`.
 pub const RUN_DIR: &str = "/run/ha-vip";
+/// Directory of the state kept across reboots (systemd's StateDirectory=).
+pub const STATE_DIR: &str = "/var/lib/ha-vip";
 /// IPv4 VIP prefix length when none is given.
 pub const IPV4_PREFIX: u8 = 32;
 /// IPv6 VIP prefix length when none is given.

@@ -42,6 +42,13 @@ pub(super) struct File {
     pub fence: Fence,
     /// Directory of the status file that `ha-vip status` reads.
     pub run_dir: Leaf<String>,
+    /// Directory of state kept across reboots (`ha-vip drain`).
+    pub state_dir: Leaf<String>,
+    /// This node's election priority; a higher one is the preferred holder.
+    pub priority: Leaf<i64>,
+    /// On the holder: hand over to a node of higher priority once it has
+    /// been healthy this long; absent: never preempted.
+    pub preempt_delay: Leaf<String>,
 }
 
 /// `health:` section.

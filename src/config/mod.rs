@@ -43,6 +43,13 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// Which fence bounds a frozen or cut-off holder.
     pub fence: FenceMode,
+    /// Directory of the state kept across restarts and reboots (a drain).
+    pub state_dir: PathBuf,
+    /// Election priority, published in the VirtualIP object (default 0).
+    pub priority: i64,
+    /// While holding: hand over to a node of higher priority that has been
+    /// healthy this long. `None` (the default): never preempted.
+    pub preempt_delay: Option<Duration>,
 }
 
 /// Which fence stops a holder that can no longer renew from serving the VIPs.
@@ -305,6 +312,11 @@ impl Config {
             files.push(("health.ca_cert", p.clone()));
         }
         files
+    }
+
+    /// Path of the control socket (`ha-vip drain`, `undrain`, `handover`).
+    pub fn control_socket(&self) -> PathBuf {
+        self.run_dir.join("control.sock")
     }
 
     /// Path of the status file `ha-vip status` reads.

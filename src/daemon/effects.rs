@@ -244,6 +244,7 @@ impl<I: Io> Daemon<I> {
         self.metrics.record_transition(from, to, reason);
         self.status.transition(to, reason, now);
         self.cluster.record(from, to, reason, now);
+        self.controls.set_leading(to == Role::Leader);
     }
 
     /// Writes the status file and sends STATUS= when something changed, and
@@ -257,6 +258,7 @@ impl<I: Io> Daemon<I> {
             .add_announcements(observe::AnnounceFamily::Ipv6Na, sent.na - seen.na);
         self.status.holder = self.holder.clone();
         self.status.healthy = self.machine.healthy();
+        self.status.drained = self.machine.drained();
         // The credential reloads itself when its files change (kube::Credentials).
         let cert = self.creds.as_ref().and_then(|c| c.client_certificate());
         self.metrics
@@ -356,6 +358,7 @@ impl<I: Io> Daemon<I> {
         match super::setup::spawn_control(&cfg, &self.metrics, self.parts.campaigning()) {
             Ok(control) => {
                 self.creds = control.creds.clone();
+                self.controls.handover = control.handover.clone();
                 // The status writer follows the new credential too.
                 self.cluster = crate::cluster::spawn(&cfg, &self.metrics);
                 self.conflicts.set_notices(self.cluster.notices());

@@ -6,6 +6,7 @@
 //! so a hung loop gets the daemon restarted.
 
 mod conflict;
+mod control;
 mod effects;
 mod fence;
 mod metered;
@@ -68,7 +69,9 @@ pub async fn run(config_path: &Path, config: Config) -> Result<(), DaemonError> 
         int: signal_stream(SignalKind::interrupt(), "SIGINT")?,
         hup: signal_stream(SignalKind::hangup(), "SIGHUP")?,
     };
-    let d = setup::start(config).await?;
+    let mut d = setup::start(config).await?;
+    // `ha-vip run` holds the single-instance lock by now.
+    d.controls.listen(&d.cfg);
     serve(d, signals, config_path).await
 }
 
@@ -139,6 +142,8 @@ pub(crate) async fn serve<I: Io, S: SignalStream>(
             () = sleep_until_opt(d.removal_retry) => d.retry_removal().await,
             _ = sigterm.recv() => break None,
             _ = sigint.recv() => break None,
+            // Operator controls: rare, and each ends in a machine step.
+            Some(p) = d.controls.next() => d.on_control(p).await,
             // Everything else in turn, not in a fixed order: renewals come
             // every retry_period, and when a slow kernel makes refreshing
             // the VIPs take longer than that, a fixed order would never get
@@ -300,6 +305,8 @@ pub(crate) struct Daemon<I: Io = Real> {
     /// Address-conflict detection: the probe before an add, the watch
     /// while holding (see [`conflict`]).
     pub(crate) conflicts: conflict::Conflicts,
+    /// The operator's controls (drain, undrain, handover).
+    pub(crate) controls: control::Controls,
 }
 
 impl<I: Io> Daemon<I> {

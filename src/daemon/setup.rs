@@ -215,6 +215,11 @@ pub(super) async fn start(cfg: Config) -> Result<Daemon, SetupError> {
         None => (None, status_writer),
     };
 
+    // Drained before this start (ha-vip drain): out from the first moment.
+    if super::control::drained_at_start(&cfg) {
+        // Its only action, Campaign(false), is what the elector starts with.
+        let _ = machine.step(crate::machine::Event::Drain, Instant::now());
+    }
     metrics.set_healthy(machine.healthy());
     // Before the elector may campaign (see `conflict`).
     let start_probe = crate::announce::conflict::probe(
@@ -380,6 +385,7 @@ impl<I: Io> Daemon<I> {
             cluster: w.cluster,
             fence: w.fence,
             conflicts: super::conflict::Conflicts::disabled(),
+            controls: super::control::Controls::new(&cfg, w.control.handover),
             cfg,
         }
     }
@@ -392,6 +398,8 @@ pub(crate) struct Control {
     pub(crate) campaign: watch::Sender<bool>,
     pub(crate) elector: JoinHandle<()>,
     pub(crate) events: mpsc::Receiver<LeaseEvent>,
+    /// The node the elector's next release hands over to.
+    pub(crate) handover: crate::lease::HandoverSlot,
 }
 
 /// Loads the credential and starts the lease elector (or the single-node
@@ -413,6 +421,7 @@ pub(crate) fn spawn_control(
             campaign: campaign_tx,
             elector,
             events,
+            handover: Default::default(),
         });
     }
     let client = KubeClient::from_config(cfg)?;
@@ -429,13 +438,16 @@ pub(crate) fn spawn_control(
         inner: KubeLeaseStore::new(client, &cfg.lease.namespace, &cfg.lease.name).with_peers(peers),
         metrics: metrics.clone(),
     };
-    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease));
+    let handover = crate::lease::HandoverSlot::default();
+    let elector = Elector::new(store, &cfg.node_name, Timings::from(&cfg.lease))
+        .with_handover(handover.clone());
     let elector = tokio::spawn(elector.run(campaign_rx, lease_tx));
     Ok(Control {
         creds: Some(creds),
         campaign: campaign_tx,
         elector,
         events,
+        handover,
     })
 }
 

@@ -17,10 +17,12 @@ mod record;
 mod release;
 mod store;
 
-pub use elector::Elector;
+pub use elector::{Elector, HandoverSlot};
 pub use event::{DURATION_CEILING, LeaseEvent, LostReason, Timings};
 pub use fake::FakeLeaseStore;
-pub use record::{LeaseRecord, StoredLease, format_micro_time, printable};
+pub use record::{
+    HANDOVER_ANNOTATION, HANDOVER_HOLD, LeaseRecord, StoredLease, format_micro_time, printable,
+};
 pub use release::release_if_held;
 pub use store::{KubeLeaseStore, LeaseStore, LeaseWatch, WATCH_TIMEOUT, WatchEvent};
 

@@ -85,7 +85,60 @@ impl StoredLease {
     pub(crate) fn uid(&self) -> Option<&str> {
         self.metadata.get("uid").and_then(Value::as_str)
     }
+
+    /// The node a planned handover is meant for: the
+    /// [`HANDOVER_ANNOTATION`] of a *free* Lease (a held one is nobody's to
+    /// hand over, whatever an old annotation says).
+    pub fn handover_to(&self) -> Option<&str> {
+        if self.record.holder().is_some() {
+            return None;
+        }
+        self.metadata
+            .get("annotations")?
+            .get(HANDOVER_ANNOTATION)?
+            .as_str()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// This lease with the [`HANDOVER_ANNOTATION`] set to `to`, or removed
+    /// (`None`): what the next write sends back. Every other annotation is
+    /// kept.
+    pub(crate) fn with_handover(&self, to: Option<&str>) -> Self {
+        let mut out = self.clone();
+        let annotations = out
+            .metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(a) = annotations {
+            match to {
+                Some(node) => {
+                    a.insert(HANDOVER_ANNOTATION.into(), Value::String(node.into()));
+                }
+                None => {
+                    a.remove(HANDOVER_ANNOTATION);
+                }
+            }
+            if a.is_empty() {
+                out.metadata.remove("annotations");
+            }
+        }
+        out
+    }
 }
+
+/// The annotation a holder writes on the Lease in the same update that
+/// releases it, naming the node it hands over to (`ha-vip handover --to`).
+/// Every other ha-vip elector then keeps out of the free Lease for
+/// [`HANDOVER_HOLD`] after it saw that release, so the named node wins; an
+/// elector that does not know the annotation just competes as without it,
+/// and any write of the Lease by ha-vip removes it again.
+pub const HANDOVER_ANNOTATION: &str = "ha-vip.io/handover-to";
+
+/// How long the other nodes keep out of a Lease handed over to a named
+/// node, counted from when each saw the release. Past it, they compete as
+/// for any free Lease: a named node that did not take it in time (down,
+/// or unhealthy since) costs the cluster this much, no more.
+pub const HANDOVER_HOLD: Duration = Duration::from_secs(5);
 
 /// The largest value of the Lease's int32 fields.
 pub(crate) const INT32_MAX: u32 = i32::MAX as u32;
@@ -189,6 +242,25 @@ pub(crate) fn lease_json(metadata: Map<String, Value>, r: &LeaseRecord) -> Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handover_annotation_is_set_removed_and_only_read_on_a_free_lease() {
+        let free = StoredLease::new(LeaseRecord::released(3), "7");
+        assert_eq!(free.handover_to(), None);
+        let to_b = free.with_handover(Some("node-b"));
+        assert_eq!(to_b.handover_to(), Some("node-b"));
+        assert_eq!(to_b.with_handover(None).handover_to(), None);
+        assert!(
+            !to_b
+                .with_handover(None)
+                .metadata
+                .contains_key("annotations"),
+            "an empty annotations map is not sent"
+        );
+        let mut held = to_b.clone();
+        held.record.holder = "node-c".into();
+        assert_eq!(held.handover_to(), None, "a held Lease is handed to nobody");
+    }
 
     #[test]
     fn micro_time_has_six_digits() {

@@ -45,6 +45,10 @@ enum Disturbance {
     VipFail,
     /// The next removal of the VIP fails (it stays until the kernel fence).
     RemoveFail,
+    /// The operator's controls (`ha-vip drain`, `undrain`, `handover`).
+    Drain,
+    Undrain,
+    Handover,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +223,19 @@ impl Sim {
             Disturbance::VipFail => {
                 if n.frozen_until <= t {
                     self.machine_event(i, Event::VipFailed);
+                }
+            }
+            Disturbance::Drain | Disturbance::Undrain | Disturbance::Handover => {
+                // A frozen daemon reads no socket: the command waits.
+                if n.frozen_until <= t {
+                    let ev = match what {
+                        Disturbance::Drain => Event::Drain,
+                        Disturbance::Undrain => Event::Undrain,
+                        _ => Event::Handover {
+                            hold: crate::lease::HANDOVER_HOLD,
+                        },
+                    };
+                    self.machine_event(i, ev);
                 }
             }
             Disturbance::Shutdown => {
@@ -497,6 +514,9 @@ fn disturbance() -> impl Strategy<Value = Disturbance> {
         Just(Disturbance::Shutdown),
         Just(Disturbance::VipFail),
         Just(Disturbance::RemoveFail),
+        Just(Disturbance::Drain),
+        Just(Disturbance::Undrain),
+        Just(Disturbance::Handover),
     ]
 }
 

@@ -192,6 +192,9 @@ pub struct Status {
     /// The fence mode and the precise fence's armed deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<FenceStatus>,
+    /// `ha-vip drain`: out of the election until `ha-vip undrain`.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// Which fence runs, and until when the VIPs may serve here.
@@ -252,6 +255,7 @@ impl Status {
             client_certificate: None,
             metrics: None,
             fence: None,
+            drained: false,
         }
     }
 
@@ -487,6 +491,12 @@ pub fn render_status(status: &Status, now: SystemTime) -> String {
         Some(p) => format!("last probe failed {}: {}", ago(p.at, now), p.reason),
     };
     lines.push(("health", format!("{health} ({probe})")));
+    if status.drained {
+        lines.push((
+            "drained",
+            "yes: not taking the VIP until `ha-vip undrain`".to_owned(),
+        ));
+    }
     if status.vips.is_empty() {
         lines.push(("VIPs", "none".to_owned()));
     }

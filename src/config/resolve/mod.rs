@@ -104,6 +104,15 @@ impl Resolver<'_> {
             None => PathBuf::from(d::RUN_DIR),
             Some(s) => self.abs_path(s, "run_dir", "/run/ha-vip")?,
         };
+        let priority = f.priority.as_ref().map_or(0, |p| p.value);
+        let preempt_delay = match &f.preempt_delay {
+            None => None,
+            Some(s) => Some(self.parse_duration(s, "preempt_delay", false)?),
+        };
+        let state_dir = match &f.state_dir {
+            None => PathBuf::from(d::STATE_DIR),
+            Some(s) => self.abs_path(s, "state_dir", "/var/lib/ha-vip")?,
+        };
         Ok(Config {
             node_name,
             interface,
@@ -117,6 +126,9 @@ impl Resolver<'_> {
             log_level,
             run_dir,
             fence,
+            state_dir,
+            priority,
+            preempt_delay,
         })
     }
 

@@ -184,6 +184,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
                 campaign,
                 elector,
                 events: lease_events,
+                handover: Default::default(),
             },
             health,
             holding,

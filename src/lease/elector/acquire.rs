@@ -49,7 +49,9 @@ impl<S: LeaseStore> Elector<S> {
                         cur.record.next_transitions()
                     },
                 };
-                self.store.update(cur, &record).await
+                // A handover annotation has done its job once the Lease
+                // is taken: the write drops it.
+                self.store.update(&cur.with_handover(None), &record).await
             }
         };
         let e = match result {
@@ -59,6 +61,13 @@ impl<S: LeaseStore> Elector<S> {
                 }
                 tracing::info!(identity = %self.identity, "acquired the lease");
                 self.unanswered_create = None;
+                // A handover asked for while we were not holding (the Lease
+                // was lost meanwhile) named nobody; it must not name anyone
+                // in a release of this new term.
+                self.handover
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
                 self.recovered(Step::Acquire);
                 self.observe(Some(stored.clone()), events).await;
                 self.watch = None;

@@ -8,6 +8,7 @@ use tokio::time::{Duration, Instant, sleep_until};
 use super::{Elector, Step};
 use crate::kube::KubeError;
 use crate::lease::event::LeaseEvent;
+use crate::lease::record::HANDOVER_HOLD;
 use crate::lease::store::{LeaseStore, WatchEvent};
 
 impl<S: LeaseStore> Elector<S> {
@@ -93,8 +94,16 @@ impl<S: LeaseStore> Elector<S> {
                 // huge duration must not keep us out for ever.
                 Some(_) => obs.at + l.record.duration().max(d).min(self.duration_ceiling),
                 // Free, but created anew after it went missing: that was no
-                // release, so the wait for a missing Lease goes on.
-                None => self.absent_since.map_or(obs.at, |t| (t + d).max(obs.at)),
+                // release, so the wait for a missing Lease goes on. Released
+                // to another node by name: keep out for the handover window
+                // so that node wins (it takes it at once).
+                None => {
+                    let at = self.absent_since.map_or(obs.at, |t| (t + d).max(obs.at));
+                    match l.handover_to() {
+                        Some(to) if to != self.identity => at.max(obs.at + HANDOVER_HOLD),
+                        _ => at,
+                    }
+                }
             },
         };
         Some(at.max(self.not_before))

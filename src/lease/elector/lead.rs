@@ -38,7 +38,8 @@ impl<S: LeaseStore> Elector<S> {
 
     async fn renew(&mut self, deadline: Instant, events: &mpsc::Sender<LeaseEvent>) {
         let Some(l) = &self.leading else { return };
-        let current = l.current.clone();
+        // Our writes never carry a handover of the past.
+        let current = l.current.with_handover(None);
         let record = LeaseRecord {
             holder: self.identity.clone(),
             duration_seconds: self.duration_seconds(),
@@ -147,10 +148,21 @@ impl<S: LeaseStore> Elector<S> {
         )
         .await;
         let deadline = Instant::now() + self.timings.renew_deadline;
+        // A planned handover to a named node: the same write that frees the
+        // Lease names it, so no reader ever sees the one without the other.
+        let to = self
+            .handover
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(to) = &to {
+            tracing::info!(to = %printable(to), "releasing the lease to {}", printable(to));
+        }
         let mut current = l.current;
         for _ in 0..RELEASE_WRITES {
             let record = LeaseRecord::released(current.record.transitions);
-            let e = match timeout_at(deadline, self.store.release(&current, &record)).await {
+            let sent = current.with_handover(to.as_deref());
+            let e = match timeout_at(deadline, self.store.release(&sent, &record)).await {
                 Ok(Ok(stored)) => {
                     self.observe(Some(stored), events).await;
                     return;

@@ -16,6 +16,10 @@ use tokio::time::{Duration, Instant};
 
 use super::event::{DURATION_CEILING, LeaseEvent, Timings};
 use super::record::{INT32_MAX, StoredLease, printable};
+
+/// Where the daemon leaves the node the next release hands over to
+/// (`ha-vip handover --to`); the elector takes it out when it releases.
+pub type HandoverSlot = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 use super::store::{LeaseStore, LeaseWatch};
 use crate::kube::KubeError;
 
@@ -64,6 +68,8 @@ pub struct Elector<S> {
     /// The last (holder, leaseDurationSeconds) warned about as over the
     /// ceiling: one warning per writer and value, not one per renewal.
     warned_duration: Option<(String, u32)>,
+    /// The node the next release names (see [`HandoverSlot`]).
+    handover: HandoverSlot,
 }
 
 /// The follower's kinds of request, for reporting failures once per change.
@@ -108,7 +114,15 @@ impl<S: LeaseStore> Elector<S> {
             failing: Default::default(),
             duration_ceiling: timings.duration.max(DURATION_CEILING),
             warned_duration: None,
+            handover: HandoverSlot::default(),
         }
+    }
+
+    /// Reads the node to hand over to from `slot` when it releases: that
+    /// release names it in [`crate::lease::HANDOVER_ANNOTATION`].
+    pub fn with_handover(mut self, slot: HandoverSlot) -> Self {
+        self.handover = slot;
+        self
     }
 
     /// Honours a `leaseDurationSeconds` written by another holder only up
