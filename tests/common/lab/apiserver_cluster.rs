@@ -111,7 +111,13 @@ impl ApiCluster {
     /// the default timings. `None` only when skipping was explicitly asked
     /// for (HAVIP_SKIP_APISERVER=1 outside CI), as for the shared harness.
     pub fn start(n: usize) -> Option<Self> {
-        match Self::try_start(n) {
+        Self::start_with(n, Duration::ZERO)
+    }
+
+    /// [`Self::start`] with the apiservers' `--shutdown-delay-duration` set
+    /// to `shutdown_delay` (see [`NodeApiServers::start_with`]).
+    pub fn start_with(n: usize, shutdown_delay: Duration) -> Option<Self> {
+        match Self::try_start(n, shutdown_delay) {
             Ok(c) => Some(c),
             Err(e) if std::env::var_os("CI").is_some() => {
                 panic!("CI: the per-node API servers must start: {e}")
@@ -128,9 +134,9 @@ impl ApiCluster {
         }
     }
 
-    fn try_start(n: usize) -> Result<Self, String> {
+    fn try_start(n: usize, shutdown_delay: Duration) -> Result<Self, String> {
         let lab = Lab::new(n);
-        let apis = NodeApiServers::start(&lab)?;
+        let apis = NodeApiServers::start_with(&lab, shutdown_delay)?;
         let (rss, etcd) = apis.rss_kib();
         eprintln!(
             "per-node topology ready in {} ms: kube-apiserver RSS {:?} KiB, etcd {} KiB",

@@ -37,9 +37,15 @@ fn script() -> PathBuf {
 
 /// Runs `kube-apiserver.sh ARGS...`; its stderr on failure.
 fn run(args: &[&str]) -> Result<String, String> {
+    run_env(args, &[])
+}
+
+/// [`run`] with extra environment variables.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
     let out = Command::new("bash")
         .arg(script())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script().display()))?;
     if out.status.success() {
@@ -72,6 +78,7 @@ pub struct NodeApiServers {
     /// Per node: (name, namespace, address).
     nodes: Vec<(String, String, Ipv4Addr)>,
     vip: Ipv4Addr,
+    shutdown_delay: Duration,
     env: HashMap<String, String>,
     /// From the start of etcd until every apiserver answered `/readyz`.
     pub startup: Duration,
@@ -79,8 +86,17 @@ pub struct NodeApiServers {
 
 impl NodeApiServers {
     /// Starts etcd in a new namespace on `lab`'s bridge and one apiserver
-    /// per node namespace (in parallel, as the nodes of a cluster boot).
+    /// per node namespace (in parallel, as the nodes of a cluster boot),
+    /// with kubeadm's settings.
     pub fn start(lab: &Lab) -> Result<Self, String> {
+        Self::start_with(lab, Duration::ZERO)
+    }
+
+    /// [`Self::start`] with `--shutdown-delay-duration`: on SIGTERM the
+    /// apiservers keep serving for `shutdown_delay` while `/readyz` fails
+    /// on its `shutdown` check (kubeadm sets none: they stop listening at
+    /// once).
+    pub fn start_with(lab: &Lab, shutdown_delay: Duration) -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("havip-apiservers-")
             .tempdir()
@@ -102,6 +118,7 @@ impl NodeApiServers {
                 })
                 .collect(),
             vip: lab.vip(),
+            shutdown_delay,
             env: HashMap::new(),
             startup: Duration::ZERO,
         };
@@ -167,14 +184,18 @@ impl NodeApiServers {
     /// Starts node `i`'s kube-apiserver (again) and waits until it is ready.
     pub fn start_node(&self, i: usize) -> Result<(), String> {
         let (name, ns, addr) = &self.nodes[i];
-        run(&[
-            "lab-apiserver",
-            &self.dir_str(),
-            name,
-            ns,
-            &addr.to_string(),
-            &self.vip.to_string(),
-        ])
+        let delay = format!("{}ms", self.shutdown_delay.as_millis());
+        run_env(
+            &[
+                "lab-apiserver",
+                &self.dir_str(),
+                name,
+                ns,
+                &addr.to_string(),
+                &self.vip.to_string(),
+            ],
+            &[("HAVIP_SHUTDOWN_DELAY", &delay)],
+        )
         .map(drop)
     }
 
