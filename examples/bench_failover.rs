@@ -4,12 +4,15 @@
 //! rate, read from /proc and from the API server's own metrics. Then every
 //! scenario again with the .deb under a real systemd (systemd-nspawn
 //! containers, `HAVIP_DEB` set by `make bench-failover`), driven with
-//! systemctl.
+//! systemctl. The per-node topology's rows (one real kube-apiserver per
+//! node, support/apiserver_rows.rs) come between the two.
 //!
 //! Usage: bench_failover [RUNS] [IDLE_SECONDS]
 
 #[path = "../tests/common/apiserver.rs"]
 mod apiserver;
+#[path = "support/apiserver_rows.rs"]
+mod apiserver_rows;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -23,6 +26,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let idle: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    // HAVIP_BENCH_ONLY=apiservers: only the per-node topology's rows.
+    if std::env::var("HAVIP_BENCH_ONLY").as_deref() == Ok("apiservers") {
+        apiserver_rows::rows(runs);
+        return;
+    }
     // Checked first: the systemd rows need the .deb (make bench-failover).
     let Some(deb) = deb_under_test() else {
         std::process::exit(1)
@@ -50,6 +58,7 @@ fn main() {
         row(scenario.name(), scenario, runs, &results);
     }
     drop(cluster);
+    apiserver_rows::rows(runs);
     under_systemd(runs, &deb);
 }
 

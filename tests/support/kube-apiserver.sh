@@ -25,6 +25,25 @@
 #                                        DIR/NAME.pid, log DIR/NAME.log
 #   kube-apiserver.sh stop-peer DIR NAME stop it (TERM, KILL after a grace)
 #   kube-apiserver.sh env DIR            print DIR/env
+#
+# One kube-apiserver per node (the lab's per-node topology,
+# tests/common/lab/apiservers.rs); network namespaces are the caller's:
+#   kube-apiserver.sh lab-etcd DIR NETNS ADDR
+#                                        certs and tokens as `start`, and one
+#                                        etcd in NETNS on ADDR:2379; writes
+#                                        DIR/env (no KUBE_SERVER: every node
+#                                        has its own)
+#   kube-apiserver.sh lab-apiserver DIR NAME NETNS ADDR [SAN_IP...]
+#                                        start (or start again) node NAME's
+#                                        kube-apiserver in NETNS on
+#                                        0.0.0.0:6443 (kubeadm's bind address:
+#                                        127.0.0.1, ADDR and any VIP there),
+#                                        advertising ADDR, on DIR's etcd; its
+#                                        own serving cert (same CA) is valid
+#                                        for kubernetes, 127.0.0.1, ADDR and
+#                                        SAN_IPs; waits for /readyz. State and
+#                                        log in DIR/NAME/ (kube-apiserver.pid)
+#   kube-apiserver.sh lab-stop DIR       stop every apiserver of DIR, then etcd
 #   kube-apiserver.sh status DIR         exit 0 if both processes are alive
 #                                        and /readyz answers ok
 #   kube-apiserver.sh kubectl DIR ARGS.. kubectl as admin (if kubectl exists)
@@ -63,6 +82,8 @@
 #                             default only the binaries and build.log stay
 #   HAVIP_START_TIMEOUT       seconds to wait for /readyz (default 60)
 #   HAVIP_STOP_GRACE          seconds between TERM and KILL (default 5)
+#   HAVIP_SHUTDOWN_DELAY      lab-apiserver's --shutdown-delay-duration
+#                             (default 0s: kubeadm sets none)
 #
 # Logs: DIR/etcd.log, DIR/kube-apiserver.log. Pid files: DIR/etcd.pid,
 # DIR/kube-apiserver.pid. Both processes run in their own session (setsid)
@@ -823,6 +844,200 @@ cmd_kubectl() {
   exec "$kubectl" --kubeconfig "$dir/admin.kubeconfig" "$@"
 }
 
+# ------------------------------------------------ per-node topology (lab) --
+# DIR/pki, DIR/tokens.csv: shared by every node, as a kubeadm cluster shares
+# its CAs, service-account key and credentials. DIR/etcd*: the one etcd.
+# DIR/NAME/: node NAME's kube-apiserver (args, pid, log, serving cert).
+
+# Runs "$@" inside network namespace $1.
+in_ns() {
+  local ns=$1
+  shift
+  ip netns exec "$ns" "$@"
+}
+
+cmd_lab_etcd() { # DIR NETNS ADDR
+  local dir ns=${2:-} addr=${3:-} bin t0 i pid admin user kversion
+  dir=$(abs_dir "${1:-}")
+  [ -n "$ns" ] && [ -n "$addr" ] || die "usage: lab-etcd DIR NETNS ADDR"
+  [ -e "/run/netns/$ns" ] || die "network namespace $ns does not exist (the lab creates it)"
+  if live_pid "$dir" etcd >/dev/null; then die "$dir already has a running etcd; lab-stop it first"; fi
+  bin=$(cmd_build)
+  t0=$(now_ms)
+  rm -rf "$dir/etcd" "$dir/pki" "$dir/env" "$dir/state"
+  CLEANUP_DIR=$dir
+  CLEANUP_WHAT=etcd
+  make_pki "$dir/pki"
+  admin=$(openssl rand -hex 16)
+  user=$(openssl rand -hex 16)
+  (
+    umask 077
+    printf '%s,admin,uid-admin,"system:masters"\n%s,nobody-user,uid-nobody-user\n' \
+      "$admin" "$user" >"$dir/tokens.csv"
+  )
+  : >"$dir/etcd.log"
+  # Fixed ports: the namespace is the lab's own. The apiservers reach it over
+  # the lab bridge, as control-plane nodes reach an external etcd.
+  spawn "$dir" etcd ip netns exec "$ns" etcd --name havip --data-dir "$dir/etcd" \
+    --listen-client-urls "http://$addr:2379,http://127.0.0.1:2379" \
+    --advertise-client-urls "http://$addr:2379" \
+    --listen-peer-urls "http://127.0.0.1:2380" \
+    --initial-advertise-peer-urls "http://127.0.0.1:2380" \
+    --initial-cluster "havip=http://127.0.0.1:2380" \
+    --initial-cluster-state new --initial-cluster-token "havip-$$-$RANDOM" \
+    --logger zap --log-level warn --quota-backend-bytes 1073741824 \
+    --heartbeat-interval 20 --election-timeout 200 --snapshot-count 10000 --auto-compaction-retention 1h
+  pid=$(cat "$dir/etcd.pid")
+  for ((i = 0; i < 300; i++)); do
+    if ! proc_alive "$pid"; then
+      tail_log "$dir/etcd.log"
+      die "etcd exited during start-up in $ns"
+    fi
+    if in_ns "$ns" curl -fsS -m 1 "http://$addr:2379/health" 2>/dev/null | grep -q '"health":"true"'; then
+      break
+    fi
+    sleep 0.1
+  done
+  if [ "$i" -ge 300 ]; then
+    tail_log "$dir/etcd.log"
+    die "etcd not healthy after 30 s in $ns"
+  fi
+  kversion=$("$bin" --version 2>/dev/null | awk '{ print $2 }') || true
+  cat >"$dir/state" <<EOF
+ETCD_NS=$ns
+ETCD_ADDR=$addr
+ADMIN_TOKEN=$admin
+USER_TOKEN=$user
+BIN=$bin
+KVERSION=$kversion
+EOF
+  cat >"$dir/env" <<EOF
+KUBE_DIR=$dir
+KUBE_CA=$dir/pki/serving-ca.crt
+KUBE_ADMIN_TOKEN=$admin
+KUBE_USER_TOKEN=$user
+KUBE_CLIENT_CA=$dir/pki/client-ca.crt
+KUBE_CLIENT_CA_KEY=$dir/pki/client-ca.key
+KUBE_CLIENT_CERT=$dir/pki/ha-vip-node.crt
+KUBE_CLIENT_KEY=$dir/pki/ha-vip-node.key
+KUBE_CLIENT_USER=ha-vip-node
+KUBE_ADMIN_CERT=$dir/pki/admin.crt
+KUBE_ADMIN_KEY=$dir/pki/admin.key
+ETCD_ENDPOINT=http://$addr:2379
+ETCD_NS=$ns
+ETCD_PID=$pid
+KUBE_APISERVER_BIN=$bin
+KUBE_VERSION=$kversion
+EOF
+  CLEANUP_DIR=''
+  log "lab etcd ready in $(($(now_ms) - t0)) ms (with certs) in $ns at http://$addr:2379"
+}
+
+# A node's serving cert, signed by the shared serving CA. A random serial
+# instead of -CAcreateserial: nodes start in parallel.
+lab_serving_cert() { # DIR NODE_DIR SAN
+  local dir=$1 nd=$2 san=$3
+  (
+    umask 077
+    cd "$nd/pki"
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth" "subjectAltName=$san" >apiserver.ext
+    ossl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout apiserver.key -out apiserver.csr -subj /CN=kube-apiserver
+    ossl x509 -req -in apiserver.csr -CA "$dir/pki/serving-ca.crt" -CAkey "$dir/pki/serving-ca.key" \
+      -set_serial "0x$(openssl rand -hex 12)" -days 3650 -sha256 -extfile apiserver.ext -out apiserver.crt
+    rm -f apiserver.csr apiserver.ext
+    chmod 644 apiserver.crt
+  ) || die "generating the serving certificate in $nd/pki failed"
+}
+
+cmd_lab_apiserver() { # DIR NAME NETNS ADDR [SAN_IP...]
+  local dir name=${2:-} ns=${3:-} addr=${4:-} nd t0 t_end san ip code pid
+  dir=$(abs_dir "${1:-}")
+  [ -n "$name" ] && [ -n "$ns" ] && [ -n "$addr" ] || die "usage: lab-apiserver DIR NAME NETNS ADDR [SAN_IP...]"
+  load_state "$dir"
+  live_pid "$dir" etcd >/dev/null || die "etcd of $dir is not running (lab-etcd first)"
+  nd=$dir/$name
+  mkdir -p "$nd/pki"
+  if live_pid "$nd" kube-apiserver >/dev/null; then
+    log "kube-apiserver of $name already running"
+    return 0
+  fi
+  t0=$(now_ms)
+  if [ ! -s "$nd/pki/apiserver.crt" ]; then
+    san="DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:10.0.0.1,IP:$addr"
+    for ip in "${@:5}"; do san="$san,IP:$ip"; done
+    lab_serving_cert "$dir" "$nd" "$san"
+  fi
+  # What kubeadm's static pod sets, where it matters here: bind on every
+  # address (the default), advertise the node address, the lease endpoint
+  # reconciler (the default: endpoints/kubernetes lists every live
+  # apiserver), and no --shutdown-delay-duration (0s: on SIGTERM /readyz
+  # fails and the listener closes at once, in-flight requests drain).
+  cat >"$nd/kube-apiserver.args" <<EOF
+--bind-address=0.0.0.0
+--advertise-address=$addr
+--secure-port=6443
+--insecure-port=0
+--etcd-servers=http://$ETCD_ADDR:2379
+--cert-dir=$nd/pki
+--tls-cert-file=$nd/pki/apiserver.crt
+--tls-private-key-file=$nd/pki/apiserver.key
+--client-ca-file=$dir/pki/client-ca.crt
+--token-auth-file=$dir/tokens.csv
+--authorization-mode=RBAC
+--service-account-issuer=https://kubernetes.default.svc.cluster.local
+--service-account-key-file=$dir/pki/sa.pub
+--service-account-signing-key-file=$dir/pki/sa.key
+--service-cluster-ip-range=10.0.0.0/24
+--endpoint-reconciler-type=lease
+--shutdown-delay-duration=${HAVIP_SHUTDOWN_DELAY:-0s}
+--enable-priority-and-fairness=false
+--profiling=false
+--logtostderr=true
+--v=1
+EOF
+  local -a args
+  mapfile -t args <"$nd/kube-apiserver.args"
+  echo "==== $(date -u +%FT%T.%3NZ) start" >>"$nd/kube-apiserver.log"
+  CLEANUP_DIR=$nd
+  CLEANUP_WHAT=kube-apiserver
+  # ip netns exec execs (no fork): the pid file holds the apiserver's pid.
+  spawn "$nd" kube-apiserver ip netns exec "$ns" "$BIN" "${args[@]}"
+  pid=$(cat "$nd/kube-apiserver.pid")
+  t_end=$((SECONDS + ${HAVIP_START_TIMEOUT:-60}))
+  while :; do
+    if ! proc_alive "$pid"; then
+      tail_log "$nd/kube-apiserver.log"
+      die "kube-apiserver of $name exited during start-up (log: $nd/kube-apiserver.log)"
+    fi
+    code=$(in_ns "$ns" curl -sS -o /dev/null -w '%{http_code}' -m 2 --cacert "$dir/pki/serving-ca.crt" \
+      -H "Authorization: Bearer $ADMIN_TOKEN" "https://127.0.0.1:6443/readyz" 2>/dev/null) || true
+    [ "$code" = 200 ] && break
+    if [ "$SECONDS" -ge "$t_end" ]; then
+      log "kube-apiserver of $name not ready after ${HAVIP_START_TIMEOUT:-60} s; last /readyz (HTTP $code):"
+      in_ns "$ns" curl -sS -m 2 --cacert "$dir/pki/serving-ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
+        "https://127.0.0.1:6443/readyz?verbose" 2>&1 | grep -v '\[+\]' >&2 || true
+      tail_log "$nd/kube-apiserver.log"
+      die "kube-apiserver of $name start-up timed out (log: $nd/kube-apiserver.log)"
+    fi
+    sleep 0.1
+  done
+  CLEANUP_DIR=''
+  log "kube-apiserver of $name ready in $(($(now_ms) - t0)) ms in $ns at https://$addr:6443 (pid $pid)"
+}
+
+cmd_lab_stop() {
+  local dir d
+  dir=$(abs_dir "${1:-}")
+  for d in "$dir"/*/; do
+    if [ -f "$d/kube-apiserver.pid" ]; then stop_proc "${d%/}" kube-apiserver & fi
+  done
+  wait
+  stop_proc "$dir" etcd
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//'
 }
@@ -846,6 +1061,9 @@ case "${1:-}" in
     ;;
   status) cmd_status "${2:-}" ;;
   kubectl) cmd_kubectl "${@:2}" ;;
+  lab-etcd) cmd_lab_etcd "${@:2}" ;;
+  lab-apiserver) cmd_lab_apiserver "${@:2}" ;;
+  lab-stop) cmd_lab_stop "${2:-}" ;;
   -h | --help | help) usage ;;
   *)
     usage >&2

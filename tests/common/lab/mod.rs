@@ -11,6 +11,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod apiserver_cluster;
+pub mod apiservers;
 pub mod cluster;
 pub mod forward;
 pub mod meter;
@@ -87,7 +89,11 @@ impl Lab {
         lab
     }
 
-    fn attach(&self, ns: &str, port: &str, addr: Ipv4Addr) {
+    /// Creates namespace `ns` and plugs it into the lab bridge as switch
+    /// port `port` with `addr`/24 on its `eth0`. Namespaces made here for
+    /// extra hosts (e.g. the per-node topology's etcd) are the caller's to
+    /// delete.
+    pub fn attach(&self, ns: &str, port: &str, addr: Ipv4Addr) {
         ip(&["netns", "add", ns]);
         ip(&["-n", ns, "link", "set", "lo", "up"]);
         ip(&[
