@@ -158,3 +158,32 @@ fn answering_meter_frames() {
     reply[32..38].copy_from_slice(&node);
     assert_eq!(parse(&reply, me, vip), Frame::Other);
 }
+
+/// A benchmark profile merges key by key into a node's configuration, and
+/// the lifetime profile runs with this ha-vip (with `fence.mode` once the
+/// precise fence exists, without it before).
+#[test]
+fn profiles_merge_and_the_lifetime_profile_is_accepted() {
+    use common::lab::profile::{self, LIFETIME, PRECISE};
+    let base = "node_name: n1\nlease:\n  name: lab-x\n  duration: 4s\nvips: [10.0.0.1]\n";
+    let merged = profile::merge(base, PRECISE.fragment).expect("merge");
+    let value: serde_json::Value = serde_saphyr::from_str(&merged).expect("merged YAML");
+    assert_eq!(value["lease"]["name"], "lab-x", "{merged}");
+    assert_eq!(value["lease"]["duration"], "2s", "{merged}");
+    assert_eq!(value["lease"]["renew_deadline"], "1s", "{merged}");
+    assert_eq!(value["fence"]["mode"], "precise", "{merged}");
+    assert_eq!(value["node_name"], "n1", "{merged}");
+    assert_eq!(
+        profile::merge(base, "").unwrap(),
+        base,
+        "no profile, no change"
+    );
+    let (fragment, note) = LIFETIME.resolve().expect("the lifetime profile runs");
+    eprintln!("lifetime profile: {fragment:?} {note:?}");
+    // The precise profile is either accepted or rejected by check-config
+    // with its own words (until the precise fence is merged).
+    if let Err(rejected) = PRECISE.resolve() {
+        assert!(!rejected.is_empty());
+        eprintln!("precise profile rejected: {rejected}");
+    }
+}

@@ -21,7 +21,9 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::AddressAttribute;
 use rtnetlink::sys::AsyncSocket;
 
+use super::Lab;
 use super::arp::{self, ArpSocket, Frame, Mac};
+use super::cluster::Outcome;
 use super::netns;
 
 /// One connect attempt: when, and whether it succeeded.
@@ -435,4 +437,53 @@ pub fn mac_of(ns: &str, dev: &str) -> Mac {
         *byte = u8::from_str_radix(part, 16).expect("hex MAC");
     }
     mac
+}
+
+/// The three meters of one scenario run, started and read together.
+pub struct Meters {
+    holders: HolderMeter,
+    client: ClientMeter,
+    answering: AnsweringMeter,
+}
+
+impl Meters {
+    /// Starts every meter on `lab`: addresses on the nodes, TCP connects to
+    /// VIP:6443 and ARP requests from the client.
+    pub fn start(lab: &Lab) -> Self {
+        let vip = lab.vip();
+        Meters {
+            holders: HolderMeter::start(&lab.nodes, IpAddr::V4(vip)),
+            client: ClientMeter::start(&lab.client, IpAddr::V4(vip), 6443),
+            answering: AnsweringMeter::start(&lab.client, "eth0", vip, lab.meter_addr()),
+        }
+    }
+
+    /// Stops the meters and measures the run of a fault at `fault`. An
+    /// error when the answering meter failed or never heard an answer (a
+    /// holder was stable before every fault: silence means a broken meter,
+    /// not zero overlap).
+    pub fn finish(self, fault: Instant, recovered: Duration) -> Result<Outcome, String> {
+        let samples = self.holders.finish();
+        let probes = self.client.finish();
+        let answers = self.answering.finish()?;
+        let before = answers
+            .heard
+            .iter()
+            .filter(|h| matches!(h, Heard::Answered(at, _) if *at < fault))
+            .count();
+        if before == 0 {
+            return Err(format!(
+                "the answering meter heard no answer before the fault ({} requests, {} answers)",
+                answers.requests(),
+                answers.answers()
+            ));
+        }
+        Ok(Outcome {
+            outage: longest_outage(&probes, fault),
+            overlap: overlap(&samples),
+            answer_overlap: answers.overlap(),
+            answer_outage: answers.outage(fault),
+            recovered,
+        })
+    }
 }

@@ -20,6 +20,7 @@ pub mod meter;
 pub mod netns;
 pub mod node;
 pub mod nspawn;
+pub mod profile;
 pub mod systemd_cluster;
 pub mod testbed;
 
