@@ -258,6 +258,32 @@ impl AnsweringMeter {
         }
     }
 
+    /// Starts the meter on `lab`'s client as the lab's meter address.
+    pub fn on(lab: &Lab) -> Self {
+        Self::start(&lab.client, "eth0", lab.vip(), lab.meter_addr())
+    }
+
+    /// Stops; panics (with `context`) if the meter failed, heard no answer
+    /// at all (a broken meter, not a good result), or two MACs answered in
+    /// one window.
+    pub fn finish_one_answerer(self, context: &str) -> Answers {
+        let answers = self
+            .finish()
+            .unwrap_or_else(|e| panic!("answering meter: {e}\n{context}"));
+        assert!(
+            answers.answers() > 0,
+            "the answering meter heard no answer in {} requests\n{context}",
+            answers.requests()
+        );
+        assert_eq!(
+            answers.overlap(),
+            Duration::ZERO,
+            "two MACs answered ARP for the VIP in one window: {:02x?}\n{context}",
+            answers.answerers()
+        );
+        answers
+    }
+
     /// Stops and returns what was heard; an error if the socket failed.
     pub fn finish(mut self) -> Result<Answers, String> {
         self.stop.store(true, Ordering::Relaxed);
