@@ -220,6 +220,10 @@ fn row(name: &str, moves: bool, runs: usize, results: &[Outcome]) {
 /// RSS and CPU of one daemon, and lease requests per second per node, over
 /// `span` of steady state.
 fn idle_footprint(cluster: &Cluster, span: Duration) {
+    if span.is_zero() {
+        // IDLE=0: no footprint rather than rates divided by zero.
+        return;
+    }
     let pids: Vec<i32> = cluster
         .nodes
         .iter()
