@@ -137,10 +137,13 @@ demo: kube-apiserver deb
 # IDLE seconds: prints the table reported on the issues.
 RUNS ?= 5
 IDLE ?= 60
+# Once per profile (tests/common/lab/profile.rs: a config fragment merged
+# into every node's config); one this ha-vip rejects is reported, skipped.
+PROFILES ?= lifetime,precise
 # Then the same scenarios under systemd (the .deb in booted containers).
 bench-failover: kube-apiserver deb
 	$(CARGO) build -q --release --bin ha-vip --example bench_failover
-	HAVIP_DEB=$(abspath $(DEB)) $(CARGO) run -q --release --example bench_failover -- $(RUNS) $(IDLE)
+	HAVIP_DEB=$(abspath $(DEB)) $(CARGO) run -q --release --example bench_failover -- $(RUNS) $(IDLE) $(PROFILES)
 
 kube-apiserver:
 	@bash $(KUBE_APISERVER_SH) build >/dev/null

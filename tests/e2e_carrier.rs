@@ -206,6 +206,7 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
     let vip = IpAddr::V4(lab.vip());
     let holders = meter::HolderMeter::start(&lab.nodes, vip);
     let client = meter::ClientMeter::start(&lab.client, vip, 6443);
+    let answering = meter::AnsweringMeter::on(lab);
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
     let (gone, taken) = cut_carrier(lab, &nodes, first, other);
@@ -272,6 +273,7 @@ async fn serial_e2e_carrier_loss_on_the_vip_link_hands_over_at_once() {
         "two nodes held the VIP at once\n{}",
         log_of(&nodes)
     );
+    answering.finish_one_answerer(&log_of(&nodes));
     for n in &nodes {
         assert!(!n.log_text().contains("panicked"), "{}", n.log_text());
     }

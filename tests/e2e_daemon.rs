@@ -47,6 +47,7 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
     let lease = bed.access.lease.clone();
     let store = KubeLeaseStore::new(api.admin(), "kube-system", lease);
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+    let answering = meter::AnsweringMeter::on(lab);
 
     for n in &mut nodes {
         n.start();
@@ -131,6 +132,7 @@ async fn serial_e2e_two_nodes_sigterm_hands_over_and_sigkill_is_fenced() {
     let samples = holders.finish();
     let overlap = meter::overlap(&samples);
     assert_eq!(overlap, Duration::ZERO, "two nodes held the VIP at once");
+    answering.finish_one_answerer("SIGTERM handover, SIGKILL fence");
     for n in &nodes {
         assert!(!n.log_text().contains("panicked"), "{}", n.log_text());
     }
@@ -160,6 +162,7 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
     let holder_i = if lab.has_vip(0) { 0 } else { 1 };
     let other = 1 - holder_i;
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+    let answering = meter::AnsweringMeter::on(lab);
     let ns = &lab.nodes[holder_i];
     // Frozen while the link goes down and is renamed: awake, it would react
     // to the carrier loss and remove the VIP before the rename.
@@ -192,6 +195,7 @@ async fn serial_e2e_a_vip_that_cannot_be_removed_blocks_the_release() {
         "{}",
         nodes[holder_i].log_text()
     );
+    answering.finish_one_answerer(&nodes[holder_i].log_text());
     let log = nodes[holder_i].log_text();
     assert!(
         log.contains("not releasing the lease while our VIPs may still be on the interface"),

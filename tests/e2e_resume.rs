@@ -72,6 +72,7 @@ async fn serial_e2e_a_restarted_standby_takes_over_without_waiting_the_buffer() 
         healthy(&nodes[other])
     });
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+    let answering = meter::AnsweringMeter::on(lab);
 
     let restarted = Instant::now();
     restart(&mut nodes[other]);
@@ -92,6 +93,7 @@ async fn serial_e2e_a_restarted_standby_takes_over_without_waiting_the_buffer() 
     assert!(log.contains("resuming healthy"), "{log}");
     let samples = holders.finish();
     assert_eq!(meter::overlap(&samples), Duration::ZERO);
+    answering.finish_one_answerer("restarted standby takes over");
 }
 
 /// The measurement behind docs/operations.md "Rolling upgrades": three
@@ -122,6 +124,7 @@ async fn serial_e2e_fleet_upgrade_outage_with_and_without_the_health_record() {
         let holder = holder_of(&bed).expect("holder");
         let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
         let client = meter::ClientMeter::start(&lab.client, IpAddr::V4(lab.vip()), 6443);
+        let answering = meter::AnsweringMeter::on(lab);
         std::thread::sleep(Duration::from_secs(1));
         let t0 = Instant::now();
         let order: Vec<usize> = (0..nodes.len())
@@ -155,6 +158,7 @@ async fn serial_e2e_fleet_upgrade_outage_with_and_without_the_health_record() {
             if keep_record { "kept" } else { "deleted" }
         );
         assert_eq!(overlap, Duration::ZERO);
+        answering.finish_one_answerer("fleet upgrade");
         outages.push(outage);
     }
     assert!(

@@ -283,6 +283,7 @@ async fn serial_sleep_logind_hands_over_before_the_inhibitor_is_closed() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(lab.has_vip(0) && !lab.has_vip(1));
     let holders = meter::HolderMeter::start(&lab.nodes, IpAddr::V4(lab.vip()));
+    let answering = meter::AnsweringMeter::on(lab);
 
     // The moment the inhibitor is closed, freeze s1 and look.
     let read = logind.take_read_end(0);
@@ -349,6 +350,7 @@ async fn serial_sleep_logind_hands_over_before_the_inhibitor_is_closed() {
         Duration::ZERO,
         "two nodes held the VIP at once"
     );
+    answering.finish_one_answerer(&sleeper.log_text());
 
     let log = sleeper.log_text();
     assert!(

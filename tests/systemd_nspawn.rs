@@ -18,7 +18,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::lab::meter::{self, ClientMeter, HolderMeter};
+use common::lab::meter::{self, AnsweringMeter, ClientMeter, HolderMeter};
 use common::lab::systemd_cluster::{SystemdCluster, deb_under_test};
 
 /// Generous bound for anything the lab waits for.
@@ -30,6 +30,7 @@ const STABLE: Duration = Duration::from_secs(1);
 struct Watch {
     holders: HolderMeter,
     client: ClientMeter,
+    answering: AnsweringMeter,
     from: Instant,
 }
 
@@ -38,16 +39,19 @@ impl Watch {
         let vip = IpAddr::V4(c.lab().vip());
         let holders = HolderMeter::start(&c.lab().nodes, vip);
         let client = ClientMeter::start(&c.lab().client, vip, 6443);
+        let answering = AnsweringMeter::on(c.lab());
         std::thread::sleep(Duration::from_millis(300));
         Watch {
             holders,
             client,
+            answering,
             from: Instant::now(),
         }
     }
 
     /// Stops the meters; asserts that no two nodes ever held the VIP at
-    /// once; returns the longest client-visible outage.
+    /// once, nor two MACs answered ARP for it in one 10 ms window; returns
+    /// the longest client-visible outage.
     fn finish(self, c: &SystemdCluster, what: &str) -> Duration {
         let samples = self.holders.finish();
         let probes = self.client.finish();
@@ -58,6 +62,8 @@ impl Watch {
             "{what}: two nodes held the VIP at once\n{}",
             c.logs()
         );
+        self.answering
+            .finish_one_answerer(&format!("{what}\n{}", c.logs()));
         meter::longest_outage(&probes, self.from)
     }
 }

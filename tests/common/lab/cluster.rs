@@ -4,13 +4,12 @@
 //!
 //! Needs `crate::apiserver` (tests/common/apiserver.rs) at the crate root.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::forward::Forwarder;
-use super::meter::{self, ClientMeter, HolderMeter};
+use super::meter::Meters;
 use super::node::Node;
 use super::testbed::Testbed;
 use super::{Lab, ns_exec};
@@ -27,6 +26,9 @@ pub enum Scenario {
     Planned,
     /// SIGKILL the leader, then `ha-vip release` and a restart, as systemd does.
     Crash,
+    /// SIGKILL the leader and nothing else (no ExecStopPost release): a
+    /// purely unplanned loss; the daemon restarts only after the takeover.
+    Kill,
     /// SIGSTOP the leader longer than the lease, then SIGCONT.
     Freeze,
     /// The leader's link goes down and its local API server loses the cluster.
@@ -41,9 +43,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in benchmark order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Planned,
         Scenario::Crash,
+        Scenario::Kill,
         Scenario::Freeze,
         Scenario::CutOff,
         Scenario::ApiDeath,
@@ -56,6 +59,7 @@ impl Scenario {
         match self {
             Scenario::Planned => "planned stop (SIGTERM)",
             Scenario::Crash => "crash (SIGKILL + release)",
+            Scenario::Kill => "SIGKILL without release",
             Scenario::Freeze => "freeze (SIGSTOP 8 s)",
             Scenario::CutOff => "node cut off",
             Scenario::ApiDeath => "local API server dies",
@@ -75,8 +79,13 @@ impl Scenario {
 pub struct Outcome {
     /// Longest client-visible outage after the fault.
     pub outage: Duration,
-    /// Total time two nodes held the VIP at once.
+    /// Total time two nodes held the VIP at once (address meter).
     pub overlap: Duration,
+    /// Total time of 10 ms windows in which two or more MACs answered ARP
+    /// for the VIP (answering meter).
+    pub answer_overlap: Duration,
+    /// Longest time after the fault in which nobody answered ARP for the VIP.
+    pub answer_outage: Duration,
     /// From the fault until a node (again) held the VIP stably.
     pub recovered: Duration,
 }
@@ -99,6 +108,12 @@ impl Cluster {
     /// Starts the API server harness, `n` nodes and their
     /// daemons. Returns `None` only when the harness was explicitly skipped.
     pub fn start(n: usize) -> Option<Self> {
+        Self::start_with(n, "")
+    }
+
+    /// [`Cluster::start`] with `profile` (YAML, see [`super::profile`])
+    /// merged into every node's configuration.
+    pub fn start_with(n: usize, profile: &str) -> Option<Self> {
         let api = ApiServer::start()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -110,6 +125,8 @@ impl Cluster {
         let bed = Testbed::new(&api, n, "lab");
         let mut nodes = bed.nodes("node", "");
         for node in &mut nodes {
+            super::profile::apply(&node.config, profile)
+                .unwrap_or_else(|e| panic!("profile for {}: {e}", node.name));
             node.start();
         }
         drop(_enter);
@@ -169,9 +186,7 @@ impl Cluster {
             .ok_or("no stable VIP holder before the fault")?;
         // Let the second announcement burst pass so the client knows the MAC.
         std::thread::sleep(Duration::from_millis(1500));
-        let vip = IpAddr::V4(self.lab.vip());
-        let holders = HolderMeter::start(&self.lab.nodes, vip);
-        let client = ClientMeter::start(&self.lab.client, vip, 6443);
+        let meters = Meters::start(&self.lab);
         std::thread::sleep(Duration::from_millis(300));
         let fault = Instant::now();
         self.inject(scenario, leader);
@@ -179,13 +194,7 @@ impl Cluster {
         // Watch a little longer for late overlaps (e.g. a frozen node waking).
         self.heal(scenario, leader);
         std::thread::sleep(Duration::from_secs(2));
-        let samples = holders.finish();
-        let probes = client.finish();
-        let outcome = Outcome {
-            outage: meter::longest_outage(&probes, fault),
-            overlap: meter::overlap(&samples),
-            recovered,
-        };
+        let outcome = meters.finish(fault, recovered)?;
         self.wait_holder(Duration::from_secs(40), Duration::from_secs(1))
             .ok_or("no stable holder after healing")?;
         Ok(outcome)
@@ -204,6 +213,7 @@ impl Cluster {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            Scenario::Kill => self.nodes[leader].kill(),
             Scenario::Freeze => self.nodes[leader].signal(Signal::SIGSTOP),
             Scenario::CutOff => {
                 self.lab.set_link(leader, false);
@@ -263,7 +273,7 @@ impl Cluster {
                 let _ = self.nodes[leader].wait(Duration::from_secs(10));
                 self.nodes[leader].start();
             }
-            Scenario::Crash => self.nodes[leader].start(),
+            Scenario::Crash | Scenario::Kill => self.nodes[leader].start(),
             Scenario::Freeze => {}
             Scenario::CutOff => {
                 self.forwarders[leader].set_delay(Duration::ZERO);

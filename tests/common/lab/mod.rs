@@ -1,6 +1,6 @@
 //! The failover lab: N node namespaces and a client namespace on one bridge
 //! (in a switch namespace of its own, so the host is untouched), a per-node
-//! `127.0.0.1:6443` forwarder to the real kube-apiserver, and two meters that
+//! `127.0.0.1:6443` forwarder to the real kube-apiserver, and three meters that
 //! do not trust ha-vip's own logs.
 //!
 //! ```text
@@ -9,16 +9,20 @@
 //!   node2 ns  (10.77.K.12) ─┤
 //!   node3 ns  (10.77.K.13) ─┘      VIP 10.77.K.100/32
 //! ```
+//!
+//! The answering meter asks from the client namespace as 10.77.K.254.
 #![allow(dead_code)]
 
 pub mod apiserver_cluster;
 pub mod apiservers;
+pub mod arp;
 pub mod cluster;
 pub mod forward;
 pub mod meter;
 pub mod netns;
 pub mod node;
 pub mod nspawn;
+pub mod profile;
 pub mod systemd_cluster;
 pub mod testbed;
 
@@ -140,6 +144,12 @@ impl Lab {
     /// Address of the client.
     pub fn client_addr(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 77, self.k, 2)
+    }
+
+    /// The answering meter's address in the client namespace: unused by
+    /// anything else (the nodes learn it from the meter's requests).
+    pub fn meter_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 77, self.k, 254)
     }
 
     /// The lab's VIP.

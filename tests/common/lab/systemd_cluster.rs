@@ -6,14 +6,13 @@
 //!
 //! Needs `crate::apiserver` (tests/common/apiserver.rs) at the crate root.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use super::Lab;
 use super::cluster::{Outcome, Scenario};
-use super::meter::{self, ClientMeter, HolderMeter};
+use super::meter::Meters;
 use super::nspawn::Container;
 use super::testbed::Testbed;
 use crate::apiserver::ApiServer;
@@ -61,6 +60,12 @@ impl SystemdCluster {
     /// booted and `deb` installed and configured (the service not started).
     /// `None` only when the API server harness was explicitly skipped.
     pub fn start(n: usize, deb: &Path) -> Option<Self> {
+        Self::start_with(n, deb, "")
+    }
+
+    /// [`SystemdCluster::start`] with `profile` (YAML, see
+    /// [`super::profile`]) merged into every node's configuration.
+    pub fn start_with(n: usize, deb: &Path, profile: &str) -> Option<Self> {
         let api = ApiServer::start()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -116,7 +121,9 @@ impl SystemdCluster {
             _runtime: runtime,
         };
         for i in 0..n {
-            cluster.nodes[i].write("/etc/ha-vip/config.yaml", &cluster.config(i));
+            let config = super::profile::merge(&cluster.config(i), profile)
+                .unwrap_or_else(|e| panic!("profile for {}: {e}", cluster.names[i]));
+            cluster.nodes[i].write("/etc/ha-vip/config.yaml", &config);
         }
         Some(cluster)
     }
@@ -225,9 +232,10 @@ impl SystemdCluster {
         // Let the second announcement burst pass so the client knows the MAC.
         std::thread::sleep(Duration::from_millis(1500));
         let restarts = self.prop(leader, "NRestarts");
-        let vip = IpAddr::V4(self.lab().vip());
-        let holders = HolderMeter::start(&self.lab().nodes, vip);
-        let client = ClientMeter::start(&self.lab().client, vip, 6443);
+        if scenario == Scenario::Kill {
+            self.set_release_on_stop(leader, false)?;
+        }
+        let meters = Meters::start(self.lab());
         std::thread::sleep(Duration::from_millis(300));
         let fault = Instant::now();
         let recovered = std::thread::scope(|s| {
@@ -240,13 +248,7 @@ impl SystemdCluster {
         })?;
         self.heal(scenario, leader, &restarts)?;
         std::thread::sleep(Duration::from_secs(2));
-        let samples = holders.finish();
-        let probes = client.finish();
-        let outcome = Outcome {
-            outage: meter::longest_outage(&probes, fault),
-            overlap: meter::overlap(&samples),
-            recovered,
-        };
+        let outcome = meters.finish(fault, recovered)?;
         self.wait_holder(Duration::from_secs(40), Duration::from_secs(1))
             .ok_or("no stable holder after healing")?;
         Ok(outcome)
@@ -258,6 +260,8 @@ impl SystemdCluster {
             Scenario::Planned => self.systemctl(leader, &["stop", "ha-vip"]),
             // ExecStopPost=ha-vip release, then Restart=always: systemd's own.
             Scenario::Crash => self.systemctl(leader, &["kill", "-s", "KILL", "ha-vip"]),
+            // The same with ExecStopPost= and Restart= off (set before).
+            Scenario::Kill => self.systemctl(leader, &["kill", "-s", "KILL", "ha-vip"]),
             Scenario::Freeze => self.systemctl(leader, &["kill", "-s", "STOP", "ha-vip"]),
             Scenario::CutOff => {
                 self.lab().set_link(leader, false);
@@ -348,6 +352,18 @@ impl SystemdCluster {
                     return Err("Restart= did not bring ha-vip back within 30 s".into());
                 }
             }
+            Scenario::Kill => {
+                self.set_release_on_stop(leader, true)?;
+                // The killed service is failed (Restart=no): start it anew.
+                self.systemctl(leader, &["reset-failed", "ha-vip"]);
+                let out = self.systemctl(leader, &["start", "ha-vip"]);
+                if !out.status.success() {
+                    return Err(format!(
+                        "systemctl start after the kill: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+            }
             Scenario::Freeze => {}
             Scenario::CutOff => {
                 forwarder.set_delay(Duration::ZERO);
@@ -358,6 +374,33 @@ impl SystemdCluster {
             Scenario::ApiErroring => forwarder.set_reset(false),
         }
         Ok(())
+    }
+
+    /// Turns the unit's ExecStopPost=ha-vip release and Restart= off (a
+    /// drop-in, `on` false) or back on, on node `i`: a SIGKILL then
+    /// leaves the VIP to the kernel's fence and the Lease's expiry alone.
+    pub fn set_release_on_stop(&self, i: usize, on: bool) -> Result<(), String> {
+        const DIR: &str = "/etc/systemd/system/ha-vip.service.d";
+        const DROP_IN: &str = "/etc/systemd/system/ha-vip.service.d/lab-no-release.conf";
+        if on {
+            self.nodes[i].ok(&["rm", "-f", DROP_IN]);
+        } else {
+            self.nodes[i].ok(&["mkdir", "-p", DIR]);
+            self.nodes[i].write(
+                DROP_IN,
+                "# written by the systemd lab: SIGKILL without release\n\
+                 [Service]\nExecStopPost=\nRestart=no\n",
+            );
+        }
+        let out = self.systemctl(i, &["daemon-reload"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "systemctl daemon-reload: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Every node's ha-vip journal, for failure messages.
