@@ -1,7 +1,9 @@
 //! The fault matrix: every scenario once against a three-node lab with the
 //! real kube-apiserver. Correctness only (zero overlap by the address meter
 //! and by the answering meter, a leader again and answers again within
-//! generous bounds); `make bench-failover` measures the timings.
+//! generous bounds); `make bench-failover` measures the timings. Once per
+//! benchmark profile (tests/common/lab/profile.rs): the lifetime fence with
+//! the default timings, and the precise fence with the fast ones.
 
 #[path = "common/apiserver.rs"]
 mod apiserver;
@@ -10,12 +12,23 @@ mod common;
 use std::time::Duration;
 
 use common::lab::cluster::{Cluster, Scenario};
+use common::lab::profile::{self, Profile};
 
 #[test]
-fn serial_every_fault_keeps_one_holder_and_recovers() {
-    let Some(mut cluster) = Cluster::start(3) else {
+fn serial_every_fault_keeps_one_holder_and_recovers_with_the_lifetime_fence() {
+    every_fault(profile::LIFETIME);
+}
+
+#[test]
+fn serial_every_fault_keeps_one_holder_and_recovers_with_the_precise_fence() {
+    every_fault(profile::PRECISE);
+}
+
+fn every_fault(p: Profile) {
+    let Some(mut cluster) = Cluster::start_with(3, p.fragment) else {
         return;
     };
+    eprintln!("profile {}: {}", p.name, p.about);
     for scenario in Scenario::ALL {
         let outcome = cluster
             .run(scenario)
