@@ -112,8 +112,17 @@ impl<F: PreciseFence, W: WallClock> FenceState<F, W> {
 }
 
 impl<I: Io> Daemon<I> {
+    /// Every VIP of ours that may be on the interface: the configured
+    /// ones and those a reload dropped but could not remove yet (without
+    /// them in the rules, such a VIP would serve unfenced until its
+    /// lifetime ends, beside a standby that took over).
     fn fence_addrs(&self) -> Vec<IpAddr> {
-        self.cfg.vips.iter().map(|v| v.addr).collect()
+        self.cfg
+            .vips
+            .iter()
+            .chain(&self.retired)
+            .map(|v| v.addr)
+            .collect()
     }
 
     fn precise(&self) -> bool {
