@@ -137,12 +137,17 @@ impl<I: Io> Daemon<I> {
         if !self.precise() {
             return Ok(());
         }
+        // Measured from the reading the deadline is computed from, not
+        // from the acknowledgement: a step while the request is on its way
+        // (seconds, under nftables contention) moves the deadline the
+        // kernel got, and the next check must see it to re-arm.
+        let detector = StepDetector::new(&self.fence.wall);
         let deadline = realtime_of(&self.fence.wall, until);
         let addrs = self.fence_addrs();
         match self.fence.fence.arm(&addrs, deadline).await {
             Ok(()) => {
                 self.fence.armed = Some((until, deadline));
-                self.fence.detector = StepDetector::new(&self.fence.wall);
+                self.fence.detector = detector;
                 self.fence.next_check = Some(Instant::now() + STEP_CHECK);
                 self.metrics.set_fence_deadline(Some(deadline));
                 self.status.set_fence(self.cfg.fence, Some(deadline));
