@@ -85,7 +85,7 @@ impl<I: Io> Daemon<I> {
     /// Removes every VIP. If that fails, blocks the lease release until a
     /// retry succeeds or the kernel fence has certainly removed them.
     async fn remove_vips(&mut self) {
-        let removed = self.parts.remove_all(&self.cfg).await;
+        let removed = self.remove_ours().await;
         self.vips_up = false;
         self.announcing = false;
         self.conflicts.holding(&[]);
@@ -108,6 +108,23 @@ impl<I: Io> Daemon<I> {
             self.release_blocked = Some(self.vips_gone_by().unwrap_or_else(Instant::now));
             self.removal_retry = Some(Instant::now() + REMOVAL_RETRY);
         }
+    }
+
+    /// Removes every configured VIP and every one a reload dropped but
+    /// could not remove ([`Daemon::retired`]); true when none of them is
+    /// left on the interface.
+    pub(super) async fn remove_ours(&mut self) -> bool {
+        let mut removed = self.parts.remove_all(&self.cfg).await;
+        if !self.retired.is_empty() {
+            match vip::remove_all(self.parts.table.as_ref(), &self.retired).await {
+                Ok(_) => self.retired.clear(),
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to remove VIPs dropped from the configuration; retrying, and the kernel deletes them when their lifetime ends");
+                    removed = false;
+                }
+            }
+        }
+        removed
     }
 
     /// When our VIPs are certainly gone, from every add request sent (see
@@ -135,7 +152,7 @@ impl<I: Io> Daemon<I> {
             self.removal_retry = None;
             return;
         }
-        let removed = self.parts.remove_all(&self.cfg).await;
+        let removed = self.remove_ours().await;
         if removed {
             self.vip_until = None;
             self.clear_fence().await;
@@ -403,6 +420,15 @@ impl<I: Io> Daemon<I> {
             tracing::info!("configuration reloaded; nothing to apply");
             return;
         }
+        // Until their removal below succeeds, the dropped VIPs stay ours:
+        // fenced by the re-arm in `set_vips`, removed with ours at a loss,
+        // and the release waits for them.
+        self.retired.retain(|v| !new.vips.contains(v));
+        for &v in &gone {
+            if !self.retired.contains(&v) {
+                self.retired.push(v);
+            }
+        }
         self.cfg.vips = new.vips;
         self.parts.watched.set(&self.cfg.vips);
         if self.vips_up {
@@ -421,8 +447,13 @@ impl<I: Io> Daemon<I> {
             self.parts.announcer.stop(v);
             self.metrics.set_vip_present(&v, false);
         }
-        if let Err(e) = vip::remove_all(self.parts.table.as_ref(), &gone).await {
-            tracing::error!(error = %e, "failed to remove VIPs dropped from the configuration");
+        match vip::remove_all(self.parts.table.as_ref(), &gone).await {
+            Ok(_) => self.retired.retain(|v| !gone.contains(v)),
+            // Still in `retired`: removed again with ours at the latest.
+            Err(e) => tracing::error!(
+                error = %e,
+                "failed to remove VIPs dropped from the configuration; they stay fenced and are removed again when this node stops holding (ip addr show to inspect)"
+            ),
         }
         self.status.vips = self
             .cfg

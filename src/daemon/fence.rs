@@ -112,8 +112,17 @@ impl<F: PreciseFence, W: WallClock> FenceState<F, W> {
 }
 
 impl<I: Io> Daemon<I> {
+    /// Every VIP of ours that may be on the interface: the configured
+    /// ones and those a reload dropped but could not remove yet (without
+    /// them in the rules, such a VIP would serve unfenced until its
+    /// lifetime ends, beside a standby that took over).
     fn fence_addrs(&self) -> Vec<IpAddr> {
-        self.cfg.vips.iter().map(|v| v.addr).collect()
+        self.cfg
+            .vips
+            .iter()
+            .chain(&self.retired)
+            .map(|v| v.addr)
+            .collect()
     }
 
     fn precise(&self) -> bool {
@@ -128,12 +137,17 @@ impl<I: Io> Daemon<I> {
         if !self.precise() {
             return Ok(());
         }
+        // Measured from the reading the deadline is computed from, not
+        // from the acknowledgement: a step while the request is on its way
+        // (seconds, under nftables contention) moves the deadline the
+        // kernel got, and the next check must see it to re-arm.
+        let detector = StepDetector::new(&self.fence.wall);
         let deadline = realtime_of(&self.fence.wall, until);
         let addrs = self.fence_addrs();
         match self.fence.fence.arm(&addrs, deadline).await {
             Ok(()) => {
                 self.fence.armed = Some((until, deadline));
-                self.fence.detector = StepDetector::new(&self.fence.wall);
+                self.fence.detector = detector;
                 self.fence.next_check = Some(Instant::now() + STEP_CHECK);
                 self.metrics.set_fence_deadline(Some(deadline));
                 self.status.set_fence(self.cfg.fence, Some(deadline));

@@ -291,6 +291,10 @@ pub(crate) struct Daemon<I: Io = Real> {
     /// the kernel's deletion latency) whatever happens to this process.
     /// Cleared only when a removal of every VIP succeeded.
     pub(crate) vip_until: Option<Instant>,
+    /// VIPs a reload dropped from the configuration whose removal has not
+    /// succeeded yet: they may still be on the interface, so they stay
+    /// under the precise fence and are removed (and waited for) with ours.
+    pub(crate) retired: Vec<crate::config::Vip>,
     /// Set when removing the VIPs failed: the lease is not released before
     /// this instant unless a retried removal succeeds.
     pub(crate) release_blocked: Option<Instant>,
@@ -466,7 +470,7 @@ impl<I: Io> Daemon<I> {
         }
         // Whatever happened above, leave no VIP behind, and no fence table
         // unless a VIP is left for it to stop.
-        if self.parts.remove_all(&self.cfg).await {
+        if self.remove_ours().await {
             self.clear_fence().await;
         } else {
             self.fence_out().await;

@@ -379,6 +379,7 @@ impl<I: Io> Daemon<I> {
             vips_up: false,
             announcing: false,
             vip_until: None,
+            retired: Vec::new(),
             release_blocked: None,
             removal_retry: None,
             sleep: w.sleep,

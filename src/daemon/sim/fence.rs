@@ -72,6 +72,11 @@ impl World {
         self.check_serving(now);
     }
 
+    /// Whether `node` has a fence request sent and not yet applied.
+    pub(super) fn fence_pending(&self, node: usize) -> bool {
+        !self.fences[node].pending.is_empty()
+    }
+
     /// Whether `vip` serves on `node` at `at`.
     pub(super) fn serving(&self, node: usize, vip: Vip, at: Instant) -> bool {
         self.present(node, vip) && !self.fenced(node, vip, at)

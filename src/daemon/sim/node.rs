@@ -43,6 +43,8 @@ impl Io for SimIo {
 pub(super) struct Instance {
     pub(super) process: Process,
     pub(super) sigterm: mpsc::UnboundedSender<()>,
+    /// SIGHUP: re-reads [`config_path`] of its run_dir.
+    pub(super) sighup: mpsc::UnboundedSender<()>,
     pub(super) task: JoinHandle<Result<(), DaemonError>>,
 }
 
@@ -72,6 +74,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
             return Instance {
                 process,
                 sigterm,
+                sighup: mpsc::unbounded_channel().0,
                 task: tokio::spawn(async { Ok(()) }),
             };
         }
@@ -109,6 +112,7 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         return Instance {
             process,
             sigterm,
+            sighup: mpsc::unbounded_channel().0,
             task: tokio::spawn(async { Ok(()) }),
         };
     }
@@ -205,15 +209,17 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
         },
     );
     let (sigterm, term) = mpsc::unbounded_channel();
-    // SIGINT and SIGHUP never come: their senders are dropped.
+    let (sighup, hup) = mpsc::unbounded_channel();
+    // SIGINT never comes: its sender is dropped.
     let signals = Signals {
         term,
         int: mpsc::unbounded_channel().1,
-        hup: mpsc::unbounded_channel().1,
+        hup,
     };
+    let path = config_path(&cfg);
     let main = async move {
         let _lock = lock;
-        serve(d, signals, Path::new("/nonexistent/ha-vip-sim.yaml")).await
+        serve(d, signals, &path).await
     };
     let task = tokio::spawn(Frozen {
         process: process.clone(),
@@ -223,8 +229,15 @@ pub(super) async fn start(env: Env<'_>, node: usize, cfg: Config) -> Instance {
     Instance {
         process,
         sigterm,
+        sighup,
         task,
     }
+}
+
+/// Where the instance of `cfg` reads its configuration on SIGHUP (a test
+/// writes it there first, see [`config_yaml`]).
+pub(super) fn config_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.run_dir.join("ha-vip.yaml")
 }
 
 /// The configuration of node `i`.
@@ -235,8 +248,20 @@ pub(super) fn config(
     fence: FenceMode,
     run_dir: &Path,
 ) -> Config {
+    let yaml = config_yaml(i, vips, lease, fence, run_dir);
+    Config::parse(&yaml, Path::new("sim.yaml")).unwrap_or_else(|e| panic!("sim config: {e}"))
+}
+
+/// The YAML of [`config`].
+pub(super) fn config_yaml(
+    i: usize,
+    vips: &str,
+    lease: (u64, u64, u64),
+    fence: FenceMode,
+    run_dir: &Path,
+) -> String {
     let (d, r, p) = lease;
-    let yaml = format!(
+    format!(
         "node_name: node-{i}\ninterface: sim0\nvips: [{vips}]\nfence:\n  mode: {fence}\n\
          k8s:\n  kubeconfig: /nonexistent/admin.conf\n\
          lease:\n  duration: {d}ms\n  renew_deadline: {r}ms\n  retry_period: {p}ms\n\
@@ -244,8 +269,7 @@ pub(super) fn config(
          metrics:\n  enabled: false\n\
          run_dir: {}\n",
         run_dir.join(format!("node-{i}")).display()
-    );
-    Config::parse(&yaml, Path::new("sim.yaml")).unwrap_or_else(|e| panic!("sim config: {e}"))
+    )
 }
 
 /// How long after a health change the daemon has seen it (probe interval

@@ -432,3 +432,4 @@ async fn a_standby_restarted_within_the_buffer_resumes_health_and_takes_a_releas
 }
 
 mod precise;
+mod reload;

@@ -140,3 +140,54 @@ fn late_apply_seed_258_is_safe_with_the_precise_fence_only() {
         out.violations
     );
 }
+
+/// Review finding: a backward step of the real-time clock while an arm is
+/// on its way to the kernel (the deadline computed before the step, the
+/// step detector restarted after the acknowledgement) went unnoticed: the
+/// kernel held a deadline `s` late and nothing re-armed it, so a freeze
+/// before the next renewal's arm let the VIP serve past its fence.
+#[tokio::test(start_paused = true)]
+async fn a_clock_step_back_during_an_arm_is_re_armed() {
+    // Renewals once a second, so no renewal re-arms in between.
+    let c = Cluster::start_fenced(2, "10.0.0.100", (4000, 2000, 1000), FenceMode::Precise).await;
+    let h = c.settled_holder().await;
+    // Arms take up to 400 ms to reach the kernel (nftables under load).
+    c.world.lock().fences[h].slow = Some((
+        Instant::now() + Duration::from_secs(30),
+        Duration::from_millis(400),
+    ));
+    // Step back while an arm is in flight (its delay is random: try a few).
+    let mut stepped = false;
+    for _ in 0..10_000 {
+        {
+            let mut w = c.world.lock();
+            if w.fence_pending(h) {
+                w.step_clock(h, true, Duration::from_secs(5));
+                w.fences[h].slow = None;
+                stepped = true;
+            }
+        }
+        if stepped {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(stepped, "no arm was in flight:\n{}", c.trace());
+    assert!(
+        c.until(Duration::from_secs(1), |c| !c.world.lock().fence_pending(h))
+            .await
+    );
+    // Time for one clock check (100 ms), well before the next renewal...
+    c.until(Duration::from_millis(200), |_| false).await;
+    // ...then frozen: nobody re-arms any more.
+    for i in &c.instances[h..=h] {
+        i.process.freeze(Instant::now() + Duration::from_secs(30));
+    }
+    let standby = 1 - h;
+    let moved = c
+        .until(Duration::from_secs(6), |c| c.holder() == Some(standby))
+        .await;
+    c.until(Duration::from_secs(3), |_| false).await;
+    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+    assert!(moved, "node {standby} never took over:\n{}", c.trace());
+}
