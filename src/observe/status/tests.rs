@@ -1,3 +1,4 @@
+use super::reader::{ago, clock, printable, process_alive};
 use super::*;
 
 fn at(secs: u64) -> SystemTime {
