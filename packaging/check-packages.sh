@@ -136,6 +136,9 @@ sort >"$WORK/deb-expected" <<EOF
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-version.8.gz
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-credential.8.gz
 -rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-credential-issue.8.gz
+-rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-drain.8.gz
+-rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-undrain.8.gz
+-rw-r--r-- 0/0 ./usr/share/man/man8/ha-vip-handover.8.gz
 -rw-r--r-- 0/0 ./usr/share/bash-completion/completions/ha-vip
 -rw-r--r-- 0/0 ./usr/share/zsh/vendor-completions/_ha-vip
 -rw-r--r-- 0/0 ./usr/share/fish/vendor_completions.d/ha-vip.fish
@@ -278,6 +281,9 @@ sort >"$WORK/rpm-expected" <<EOF
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-version.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-credential.8.gz
 -rw-r--r-- root root d /usr/share/man/man8/ha-vip-credential-issue.8.gz
+-rw-r--r-- root root d /usr/share/man/man8/ha-vip-drain.8.gz
+-rw-r--r-- root root d /usr/share/man/man8/ha-vip-undrain.8.gz
+-rw-r--r-- root root d /usr/share/man/man8/ha-vip-handover.8.gz
 -rw-r--r-- root root - /usr/share/bash-completion/completions/ha-vip
 -rw-r--r-- root root - /usr/share/zsh/site-functions/_ha-vip
 -rw-r--r-- root root - /usr/share/fish/vendor_completions.d/ha-vip.fish

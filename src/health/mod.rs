@@ -39,6 +39,9 @@ pub enum Failure {
     /// 429 "shutting down" answer): the API server says it is going away.
     /// Decisive at once.
     ShuttingDown,
+    /// `/readyz` fails a post-start hook: the API server process has just
+    /// started and is not serving yet. Decisive at once.
+    Starting,
 }
 
 /// The raw outcome of one probe.

@@ -120,7 +120,7 @@ impl StabilityFilter {
         }
         let since = *self.opposite_since.get_or_insert(gap.unwrap_or(at).min(at));
         let decisive = match failure {
-            Some(Failure::ShuttingDown) => true,
+            Some(Failure::ShuttingDown | Failure::Starting) => true,
             Some(Failure::Refused) => self.refused_run >= self.refusals,
             _ => false,
         };
