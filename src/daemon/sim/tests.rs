@@ -161,6 +161,21 @@ impl Cluster {
 
     /// Steps 10 ms at a time until `cond` holds or `limit` passes; stops
     /// early on a violated invariant.
+    /// Asserts that `to` holds the Lease within `bound` of `what`, and that
+    /// no invariant broke then or in the 3 s after.
+    async fn takes_over_cleanly(&self, to: usize, bound: Duration, what: &str) {
+        let moved = self.until(bound, |c| c.holder() == Some(to)).await;
+        assert!(
+            moved,
+            "node {to} did not get the lease within {bound:?} of {what} (holder {:?}); violations {:?}\n{}",
+            self.holder(),
+            self.violations(),
+            self.trace()
+        );
+        self.until(Duration::from_secs(3), |_| false).await;
+        assert_eq!(self.violations(), Vec::<String>::new(), "{}", self.trace());
+    }
+
     pub(super) async fn until(&self, limit: Duration, cond: impl Fn(&Self) -> bool) -> bool {
         let end = Instant::now() + limit;
         while Instant::now() < end {
@@ -213,17 +228,9 @@ async fn removal_retry_is_not_starved_by_fast_renewals() {
     let lag = node::health_lag(&c.cfgs[h]);
     // D + R + 1 s after the daemon saw the failure.
     let bound = lag + Duration::from_millis(4000 + 2000 + 1000);
-    let moved = c.until(bound, |c| c.holder() == Some(standby)).await;
-    assert!(
-        moved,
-        "node {standby} did not get the lease within {bound:?} of node {h} failing (holder {:?}); violations {:?}\n{}",
-        c.holder(),
-        c.violations(),
-        c.trace()
-    );
     // ...and only once the unremovable VIP had expired on node h.
-    c.until(Duration::from_secs(3), |_| false).await;
-    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+    c.takes_over_cleanly(standby, bound, &format!("node {h} failing"))
+        .await;
 }
 
 /// Issue 10 item 3: with two VIPs, a refresh that renews the first and
@@ -288,16 +295,8 @@ async fn a_slow_kernel_does_not_starve_the_health_report() {
     c.probes[h].set(false, "connection refused");
     let lag = node::health_lag(&c.cfgs[h]);
     let bound = lag + Duration::from_millis(4000 + 2000 + 1000);
-    let moved = c.until(bound, |c| c.holder() == Some(standby)).await;
-    assert!(
-        moved,
-        "node {standby} did not get the lease within {bound:?} of node {h} turning unhealthy (holder {:?}); violations {:?}\n{}",
-        c.holder(),
-        c.violations(),
-        c.trace()
-    );
-    c.until(Duration::from_secs(3), |_| false).await;
-    assert_eq!(c.violations(), Vec::<String>::new(), "{}", c.trace());
+    c.takes_over_cleanly(standby, bound, &format!("node {h} turning unhealthy"))
+        .await;
 }
 
 /// Issue 10 item 4 as the real binary has it: a second `ha-vip run` on
